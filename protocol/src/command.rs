@@ -1,0 +1,26 @@
+//! Commands: writes to device points.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::PointId;
+use crate::value::Value;
+
+/// A request to write `value` to a writable point of a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    pub point: PointId,
+    pub value: Value,
+}
+
+/// What became of a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// The device confirmed the write.
+    Done,
+    /// The write failed; `reason` says why (exception, timeout, device offline).
+    Failed { reason: String },
+}
