@@ -1,1 +1,27 @@
+//! The Gatehouse edge agent as a library; `gatehouse-edge` is a thin binary around it.
+//!
+//! ```text
+//! adapters ──EventBody──► journal writer ──commit──► live state + bus ──► API / stream
+//!    ▲                      │  (rules, incidents,                           │
+//!    └──── commands ◄───────┼── same transaction)                           │
+//!                           └───────────────────────────── ack / resolve ◄──┘
+//! ```
+//!
+//! - [`config`]: the TOML schema, with file:line errors.
+//! - [`adapters`]: the adapter trait and supervisor; [`adapters::modbus`] is Modbus TCP.
+//! - [`journal`]: SQLite storage, the single writer and queries.
+//! - [`rules`]: pure rule evaluation, called by the journal writer.
+//! - [`live`]: latest point values and device status, and the bus to the stream.
+//! - [`api`]: REST, WebSocket stream, OpenAPI, metrics, authentication.
+//! - [`agent`]: wires it all from a config.
 
+#![forbid(unsafe_code)]
+
+pub mod adapters;
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod journal;
+pub mod live;
+pub mod metrics;
+pub mod rules;

@@ -1,0 +1,189 @@
+//! Device adapters: one folder per protocol, all behind the [`Adapter`] trait.
+//!
+//! An adapter owns one device's protocol: it connects, polls or subscribes, reconnects with
+//! backoff, reports its status and turns what it reads into observation events. It executes
+//! the commands addressed to its points. It never touches the journal's storage, the rules or
+//! the API: it sends [`EventBody`] values into the [`JournalHandle`] and receives
+//! [`CommandEnvelope`]s.
+//!
+//! The [`supervise`] loop restarts an adapter that panics or returns, with backoff, so one
+//! broken device never takes the agent down.
+
+pub mod modbus;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use gatehouse_protocol::{CommandOutcome, CommandRequest, DeviceId, EventBody};
+use rand::Rng;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::JournalHandle;
+use crate::metrics::Metrics;
+
+/// A command on its way to an adapter, with the slot for its outcome.
+#[derive(Debug)]
+pub struct CommandEnvelope {
+    pub request: CommandRequest,
+    pub requested_by: String,
+    pub reply: oneshot::Sender<CommandOutcome>,
+}
+
+/// What an adapter is given to run.
+pub struct AdapterContext {
+    pub journal: JournalHandle,
+    pub commands: Arc<Mutex<mpsc::Receiver<CommandEnvelope>>>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+impl AdapterContext {
+    /// Sends an event to the journal; false when the journal is gone (shutting down).
+    pub async fn emit(&self, body: EventBody) -> bool {
+        self.journal.append(body).await.is_ok()
+    }
+}
+
+/// One device's protocol driver.
+pub trait Adapter: Send + Sync + 'static {
+    fn device(&self) -> &DeviceId;
+
+    /// Runs until `context.shutdown` is cancelled. Connection failures are handled inside
+    /// (reported and retried); returning early is treated as a crash and restarted.
+    fn run<'a>(&'a self, context: &'a AdapterContext) -> BoxFuture<'a, ()>;
+}
+
+/// Routes API commands to the adapter owning the device.
+#[derive(Clone, Default)]
+pub struct CommandRouter {
+    devices: Arc<HashMap<DeviceId, mpsc::Sender<CommandEnvelope>>>,
+}
+
+/// Why a command could not be handed to a device.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("device `{0}` does not exist")]
+    UnknownDevice(DeviceId),
+    #[error("device `{0}` is busy with earlier commands; try again")]
+    Busy(DeviceId),
+    #[error("the adapter of device `{0}` has stopped")]
+    Stopped(DeviceId),
+}
+
+impl CommandRouter {
+    pub fn send(&self, device: &DeviceId, envelope: CommandEnvelope) -> Result<(), RouteError> {
+        let sender = self
+            .devices
+            .get(device)
+            .ok_or_else(|| RouteError::UnknownDevice(device.clone()))?;
+        sender.try_send(envelope).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => RouteError::Busy(device.clone()),
+            mpsc::error::TrySendError::Closed(_) => RouteError::Stopped(device.clone()),
+        })
+    }
+}
+
+/// Exponential backoff with full jitter: each delay is uniform in [base/2, base], base doubling
+/// up to `max`. Jitter keeps a fleet of devices from reconnecting in lock-step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The next delay to wait.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = base / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+/// Starts every adapter under supervision; returns the command router.
+pub fn start(
+    adapters: Vec<Arc<dyn Adapter>>,
+    journal: &JournalHandle,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> CommandRouter {
+    let mut routes = HashMap::new();
+    for adapter in adapters {
+        let (sender, receiver) = mpsc::channel(16);
+        routes.insert(adapter.device().clone(), sender);
+        let context = AdapterContext {
+            journal: journal.clone(),
+            commands: Arc::new(Mutex::new(receiver)),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(supervise(adapter, context));
+    }
+    CommandRouter {
+        devices: Arc::new(routes),
+    }
+}
+
+/// Runs an adapter, restarting it with backoff if it panics or returns before shutdown.
+async fn supervise(adapter: Arc<dyn Adapter>, context: AdapterContext) {
+    let context = Arc::new(context);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let run = {
+            let adapter = adapter.clone();
+            let context = context.clone();
+            tokio::spawn(async move { adapter.run(&context).await })
+        };
+        let outcome = run.await;
+        if context.shutdown.is_cancelled() {
+            return;
+        }
+        let delay = backoff.next_delay();
+        match outcome {
+            Ok(()) => tracing::error!(device = %adapter.device(), restart_in_ms = delay.as_millis() as u64,
+                "adapter returned unexpectedly; restarting"),
+            Err(error) => tracing::error!(device = %adapter.device(), %error, restart_in_ms = delay.as_millis() as u64,
+                "adapter crashed; restarting"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = context.shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
+        let bases = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
+        for (delay, base) in delays.iter().zip(bases) {
+            let base = Duration::from_millis(base);
+            assert!(*delay >= base / 2 && *delay <= base, "{delay:?} vs {base:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,165 @@
+//! Devices, points and commands.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use gatehouse_protocol::{CommandOutcome, CommandRequest, DeviceId, PointId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::auth::{Permission, Principal};
+use super::error::{ApiError, Json, Path, Query};
+use super::{ApiState, DeviceView, PointView};
+use crate::adapters::{CommandEnvelope, RouteError};
+
+/// Every device with its status.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+    responses((status = 200, body = Vec<DeviceView>), (status = 401, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_devices(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    principal.require(Permission::ReadState)?;
+    Ok(Json(state.catalog.devices(&state.live)))
+}
+
+/// One device.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_device(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<DeviceId>,
+) -> Result<Json<DeviceView>, ApiError> {
+    principal.require(Permission::ReadState)?;
+    state
+        .catalog
+        .device(&id, &state.live)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("device `{id}` does not exist")))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PointFilter {
+    /// Only the points of this device.
+    device: Option<DeviceId>,
+}
+
+/// Every point with its latest value and quality.
+#[utoipa::path(get, path = "/api/v1/points", tag = "points", params(PointFilter),
+    responses((status = 200, body = Vec<PointView>), (status = 400, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_points(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+    Query(filter): Query<PointFilter>,
+) -> Result<Json<Vec<PointView>>, ApiError> {
+    principal.require(Permission::ReadState)?;
+    if let Some(device) = &filter.device
+        && !state.catalog.has_device(device)
+    {
+        return Err(ApiError::not_found(format!("device `{device}` does not exist")));
+    }
+    Ok(Json(state.catalog.points(filter.device.as_ref(), &state.live)))
+}
+
+/// One point.
+#[utoipa::path(get, path = "/api/v1/points/{id}", tag = "points",
+    params(("id" = String, Path, description = "point id")),
+    responses((status = 200, body = PointView), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_point(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<PointId>,
+) -> Result<Json<PointView>, ApiError> {
+    principal.require(Permission::ReadState)?;
+    state
+        .catalog
+        .point(&id, &state.live)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("point `{id}` does not exist")))
+}
+
+/// The result of a command.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CommandResponse {
+    pub outcome: CommandOutcome,
+}
+
+/// Writes a value to a writable point. 200 when the device confirmed it; 502 when the device
+/// refused or is offline; 504 when it did not answer in time.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/commands", tag = "devices",
+    params(("id" = String, Path, description = "device id")),
+    request_body = CommandRequest,
+    responses((status = 200, body = CommandResponse), (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
+        (status = 502, body = super::error::ErrorBody), (status = 504, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn command(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+    Path(device): Path<DeviceId>,
+    Json(request): Json<CommandRequest>,
+) -> Result<Json<CommandResponse>, ApiError> {
+    principal.require(Permission::CommandDevices)?;
+    if !state.catalog.has_device(&device) {
+        return Err(ApiError::not_found(format!("device `{device}` does not exist")));
+    }
+    match state.catalog.point_owner(&request.point) {
+        Some((owner, writable)) if owner == &device => {
+            if !writable {
+                return Err(ApiError::bad_request(format!(
+                    "point `{}` is not writable",
+                    request.point
+                )));
+            }
+        }
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "device `{device}` has no point `{}`",
+                request.point
+            )));
+        }
+    }
+    let (reply, outcome) = oneshot::channel();
+    let envelope = CommandEnvelope {
+        request,
+        requested_by: principal.name.clone(),
+        reply,
+    };
+    state
+        .commands
+        .send(&device, envelope)
+        .map_err(|error| match error {
+            RouteError::UnknownDevice(_) => ApiError::not_found(error.to_string()),
+            RouteError::Busy(_) | RouteError::Stopped(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string())
+            }
+        })?;
+    match tokio::time::timeout(state.command_timeout, outcome).await {
+        Ok(Ok(CommandOutcome::Done)) => Ok(Json(CommandResponse {
+            outcome: CommandOutcome::Done,
+        })),
+        Ok(Ok(CommandOutcome::Failed { reason })) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "device_refused",
+            reason,
+        )),
+        Ok(Err(_)) => Err(ApiError::internal("the adapter dropped a command")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "device_timeout",
+            format!(
+                "device `{device}` did not confirm within {} ms; the command may still run",
+                state.command_timeout.as_millis()
+            ),
+        )),
+    }
+}

@@ -1,0 +1,115 @@
+//! The local REST API and WebSocket stream under `/api/v1`, plus `/metrics`.
+//!
+//! [`router`] builds everything from an [`ApiState`] and can be driven in tests with
+//! `tower::ServiceExt::oneshot`, no socket needed. Every route except `/api/v1/health` is
+//! behind [`auth::authenticate`]; handlers then check the permission they need.
+
+pub mod auth;
+mod catalog;
+mod devices;
+pub mod error;
+mod events;
+mod incidents;
+mod stream;
+mod system;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+pub use self::catalog::{Catalog, DeviceView, PointView};
+use self::error::ApiError;
+use crate::adapters::CommandRouter;
+use crate::journal::{JournalHandle, Reader};
+use crate::live::Live;
+use crate::metrics::{Metrics, StatusLabels};
+
+/// Everything the handlers share.
+pub struct ApiState {
+    pub catalog: Catalog,
+    pub users: auth::Users,
+    pub live: Arc<Live>,
+    pub reader: Reader,
+    pub journal: JournalHandle,
+    pub commands: CommandRouter,
+    pub metrics: Arc<Metrics>,
+    /// How long a command may wait for its device.
+    pub command_timeout: Duration,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/devices", get(devices::list_devices))
+        .route("/api/v1/devices/{id}", get(devices::get_device))
+        .route("/api/v1/devices/{id}/commands", post(devices::command))
+        .route("/api/v1/points", get(devices::list_points))
+        .route("/api/v1/points/{id}", get(devices::get_point))
+        .route("/api/v1/events", get(events::list_events))
+        .route("/api/v1/incidents", get(incidents::list_incidents))
+        .route("/api/v1/incidents/{id}", get(incidents::get_incident))
+        .route("/api/v1/incidents/{id}/ack", post(incidents::acknowledge))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/api/v1/stream", get(stream::stream))
+        .route("/api/v1/openapi.json", get(system::openapi))
+        .route("/metrics", get(system::metrics))
+        .fallback(system::not_found)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route("/api/v1/health", get(system::health))
+        .merge(protected)
+        .fallback(system::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
+        .with_state(state)
+}
+
+/// Counts responses by status, for `/metrics`.
+async fn count_responses(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state
+        .metrics
+        .api_responses
+        .get_or_create(&StatusLabels {
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    system::ApiDoc::openapi()
+}
+
+/// Limits for page sizes.
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(limit @ 1..=1000) => Ok(limit),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and 1000, got {other}"
+        ))),
+    }
+}
+
+/// Parses a cursor handed out by an earlier page.
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
+    cursor
+        .map(|text| {
+            text.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("`{text}` is not a cursor from this API")))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests;

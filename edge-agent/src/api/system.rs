@@ -1,0 +1,83 @@
+//! Health, metrics, the OpenAPI document and the JSON 404.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::auth::{Permission, Principal};
+use super::error::{ApiError, Json};
+use super::{ApiState, devices, events, incidents, stream};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
+/// Liveness; the only route without a token, so it says nothing about the site.
+#[utoipa::path(get, path = "/api/v1/health", tag = "system", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Prometheus metrics (admin).
+pub async fn metrics(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::ReadMetrics)?;
+    Ok((
+        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system",
+    responses((status = 200, description = "OpenAPI 3.1 document")), security(("bearer" = [])))]
+pub async fn openapi(Extension(principal): Extension<Principal>) -> Result<Response, ApiError> {
+    principal.require(Permission::ReadState)?;
+    Ok(axum::Json(ApiDoc::openapi()).into_response())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /api/v1/openapi.json")
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Gatehouse edge agent", description = "Local REST API of a Gatehouse appliance. \
+        Every route except /api/v1/health needs `Authorization: Bearer <token>`."),
+    paths(
+        health, openapi,
+        devices::list_devices, devices::get_device, devices::command,
+        devices::list_points, devices::get_point,
+        events::list_events,
+        incidents::list_incidents, incidents::get_incident, incidents::acknowledge, incidents::resolve,
+        stream::stream,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;

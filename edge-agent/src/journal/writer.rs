@@ -1,0 +1,420 @@
+//! The single journal writer thread. See the invariants in the module above.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_protocol::{
+    Event, EventBody, Incident, IncidentChange, IncidentState, LifecycleError, Transition,
+};
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{JournalError, to_micros};
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::rules::{Firing, Rules};
+
+/// How the writer batches and trims.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub batch_max_events: usize,
+    /// Delete events older than this.
+    pub max_age: Option<Duration>,
+    /// Trim the oldest events while the database uses more than this.
+    pub max_bytes: Option<u64>,
+}
+
+/// A step in an incident's lifecycle requested by a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentAction {
+    Acknowledge,
+    Resolve,
+}
+
+/// Why an incident could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentError {
+    #[error("incident {0} does not exist")]
+    NotFound(u64),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+enum Request {
+    Append(EventBody),
+    Incident {
+        id: u64,
+        action: IncidentAction,
+        transition: Transition,
+        reply: oneshot::Sender<Result<Incident, IncidentError>>,
+    },
+    Maintain {
+        reply: oneshot::Sender<Result<u64, JournalError>>,
+    },
+}
+
+/// The way into the journal; cheap to clone.
+#[derive(Clone)]
+pub struct JournalHandle {
+    sender: mpsc::Sender<Request>,
+}
+
+impl JournalHandle {
+    /// Queues an event. It is committed, evaluated by the rules and broadcast shortly after;
+    /// waits while the writer is saturated.
+    pub async fn append(&self, body: EventBody) -> Result<(), JournalError> {
+        self.sender
+            .send(Request::Append(body))
+            .await
+            .map_err(|_| JournalError::Closed)
+    }
+
+    /// Queues an event from a thread outside the runtime.
+    pub fn append_blocking(&self, body: EventBody) -> Result<(), JournalError> {
+        self.sender
+            .blocking_send(Request::Append(body))
+            .map_err(|_| JournalError::Closed)
+    }
+
+    /// Moves an incident along its lifecycle; returns it as committed.
+    pub async fn change_incident(
+        &self,
+        id: u64,
+        action: IncidentAction,
+        transition: Transition,
+    ) -> Result<Incident, IncidentError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request::Incident {
+                id,
+                action,
+                transition,
+                reply,
+            })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Applies retention now; returns how many events were deleted.
+    pub async fn maintain(&self) -> Result<u64, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request::Maintain { reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+/// Owns the write connection; runs on its own thread until every handle is dropped.
+pub struct Writer {
+    connection: Connection,
+    rules: Rules,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    settings: WriterSettings,
+}
+
+/// What a committed batch produced, to publish after COMMIT.
+#[derive(Default)]
+struct Committed {
+    events: Vec<Event>,
+    /// One entry per incident request in the batch, in order.
+    incident_results: Vec<Result<Incident, IncidentError>>,
+}
+
+impl Writer {
+    pub fn new(
+        connection: Connection,
+        rules: Rules,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+        settings: WriterSettings,
+    ) -> Self {
+        Writer {
+            connection,
+            rules,
+            live,
+            metrics,
+            settings,
+        }
+    }
+
+    /// Starts the writer thread. The channel holds a few batches so bursts do not block.
+    pub fn spawn(self) -> std::io::Result<(JournalHandle, std::thread::JoinHandle<()>)> {
+        let (sender, receiver) = mpsc::channel(self.settings.batch_max_events.max(1) * 4);
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || self.run(receiver))?;
+        Ok((JournalHandle { sender }, thread))
+    }
+
+    fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
+        let max = self.settings.batch_max_events.max(1);
+        let mut batch = Vec::with_capacity(max);
+        while let Some(first) = receiver.blocking_recv() {
+            batch.push(first);
+            while batch.len() < max {
+                match receiver.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.process(&mut batch);
+        }
+        tracing::info!("journal writer stopped: every handle was dropped");
+    }
+
+    /// Commits a batch, retrying until the disk takes it, then publishes it.
+    fn process(&mut self, batch: &mut Vec<Request>) {
+        let mut delay = Duration::from_millis(50);
+        let committed = loop {
+            let saved_rules = self.rules.clone();
+            let started = Instant::now();
+            match self.commit(batch) {
+                Ok(committed) => {
+                    self.metrics
+                        .journal_commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    break committed;
+                }
+                Err(error) => {
+                    self.rules = saved_rules;
+                    self.metrics.journal_commit_failures.inc();
+                    tracing::error!(%error, retry_in_ms = delay.as_millis() as u64,
+                        "journal commit failed; holding the batch and retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        self.metrics
+            .journal_events_committed
+            .inc_by(committed.events.len() as u64);
+        for event in &committed.events {
+            self.live.apply(event);
+        }
+        let mut incident_results = committed.incident_results.into_iter();
+        for request in batch.drain(..) {
+            match request {
+                Request::Append(_) => {}
+                Request::Incident { reply, .. } => {
+                    if let Some(result) = incident_results.next() {
+                        let _ = reply.send(result);
+                    }
+                }
+                Request::Maintain { reply } => {
+                    let _ = reply.send(self.maintain());
+                }
+            }
+        }
+        for event in committed.events {
+            self.live.publish(event);
+        }
+    }
+
+    fn commit(&mut self, batch: &[Request]) -> Result<Committed, JournalError> {
+        let recorded_at = Timestamp::now();
+        let transaction = self.connection.transaction()?;
+        let mut committed = Committed::default();
+        for request in batch {
+            match request {
+                Request::Append(body) => {
+                    let event = insert_event(&transaction, recorded_at, body.clone())?;
+                    let firings = self.rules.evaluate(&event);
+                    committed.events.push(event);
+                    for firing in firings {
+                        let (incident, event) = open_incident(&transaction, recorded_at, firing)?;
+                        tracing::warn!(incident = incident.id, rule = %incident.rule,
+                            severity = incident.severity.as_str(), title = %incident.title,
+                            "incident opened");
+                        self.metrics.incidents_opened.inc();
+                        committed.events.push(event);
+                    }
+                }
+                Request::Incident {
+                    id,
+                    action,
+                    transition,
+                    ..
+                } => {
+                    let result =
+                        change_incident(&transaction, recorded_at, *id, *action, transition)?;
+                    committed.incident_results.push(result.map(|(incident, event)| {
+                        committed.events.push(event);
+                        incident
+                    }));
+                }
+                Request::Maintain { .. } => {}
+            }
+        }
+        transaction.commit()?;
+        Ok(committed)
+    }
+
+    /// Retention by age, then by size. Runs outside any batch transaction.
+    fn maintain(&mut self) -> Result<u64, JournalError> {
+        let mut deleted = 0u64;
+        if let Some(max_age) = self.settings.max_age {
+            let cutoff = Timestamp::now().as_microsecond() - max_age.as_micros() as i64;
+            loop {
+                let removed = self.connection.execute(
+                    "DELETE FROM events WHERE seq IN \
+                     (SELECT seq FROM events WHERE recorded_at < ?1 ORDER BY seq LIMIT 20000)",
+                    [cutoff],
+                )?;
+                deleted += removed as u64;
+                if removed == 0 {
+                    break;
+                }
+            }
+        }
+        if let Some(max_bytes) = self.settings.max_bytes {
+            while used_bytes(&self.connection)? > max_bytes {
+                let count: i64 =
+                    self.connection
+                        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
+                if count == 0 {
+                    break;
+                }
+                let chunk = (count / 20).max(1000);
+                let removed = self.connection.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?1)",
+                    [chunk],
+                )?;
+                deleted += removed as u64;
+            }
+        }
+        if deleted > 0 {
+            self.connection
+                .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            self.metrics.journal_events_expired.inc_by(deleted);
+            tracing::info!(deleted, "journal retention removed old events");
+        }
+        Ok(deleted)
+    }
+}
+
+/// Bytes held by live pages (free pages do not count).
+fn used_bytes(connection: &Connection) -> Result<u64, JournalError> {
+    let pragma = |name: &str| -> Result<u64, JournalError> {
+        let value: i64 = connection.pragma_query_value(None, name, |row| row.get(0))?;
+        Ok(value.max(0) as u64)
+    };
+    Ok((pragma("page_count")? - pragma("freelist_count")?) * pragma("page_size")?)
+}
+
+fn insert_event(
+    transaction: &Transaction,
+    recorded_at: Timestamp,
+    body: EventBody,
+) -> Result<Event, JournalError> {
+    let json = serde_json::to_string(&body)?;
+    let mut statement = transaction.prepare_cached(
+        "INSERT INTO events (recorded_at, kind, device, point, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    statement.execute(params![
+        to_micros(recorded_at),
+        body.kind().as_str(),
+        body.device().map(|d| d.as_str()),
+        body.point().map(|p| p.as_str()),
+        json
+    ])?;
+    Ok(Event {
+        seq: transaction.last_insert_rowid() as u64,
+        recorded_at,
+        body,
+    })
+}
+
+fn store_incident(transaction: &Transaction, incident: &Incident) -> Result<(), JournalError> {
+    transaction
+        .prepare_cached("UPDATE incidents SET state = ?2, body = ?3 WHERE id = ?1")?
+        .execute(params![
+            incident.id as i64,
+            incident.state.as_str(),
+            serde_json::to_string(incident)?
+        ])?;
+    Ok(())
+}
+
+fn incident_event(
+    transaction: &Transaction,
+    recorded_at: Timestamp,
+    change: IncidentChange,
+    incident: &Incident,
+) -> Result<Event, JournalError> {
+    insert_event(
+        transaction,
+        recorded_at,
+        EventBody::Incident {
+            change,
+            incident: Box::new(incident.clone()),
+        },
+    )
+}
+
+fn open_incident(
+    transaction: &Transaction,
+    recorded_at: Timestamp,
+    firing: Firing,
+) -> Result<(Incident, Event), JournalError> {
+    transaction
+        .prepare_cached("INSERT INTO incidents (state, opened_at, body) VALUES ('open', ?1, '{}')")?
+        .execute([to_micros(recorded_at)])?;
+    let incident = Incident {
+        id: transaction.last_insert_rowid() as u64,
+        rule: firing.rule,
+        title: firing.title,
+        severity: firing.severity,
+        zone: firing.zone,
+        state: IncidentState::Open,
+        opened_at: recorded_at,
+        evidence: vec![firing.evidence],
+        acknowledged: None,
+        resolved: None,
+    };
+    store_incident(transaction, &incident)?;
+    let event = incident_event(transaction, recorded_at, IncidentChange::Opened, &incident)?;
+    Ok((incident, event))
+}
+
+/// Applies a lifecycle step. The outer error aborts the batch; the inner one is the caller's.
+fn change_incident(
+    transaction: &Transaction,
+    recorded_at: Timestamp,
+    id: u64,
+    action: IncidentAction,
+    transition: &Transition,
+) -> Result<Result<(Incident, Event), IncidentError>, JournalError> {
+    let body: Option<String> = transaction
+        .prepare_cached("SELECT body FROM incidents WHERE id = ?1")?
+        .query_row([id as i64], |row| row.get(0))
+        .optional()?;
+    let Some(body) = body else {
+        return Ok(Err(IncidentError::NotFound(id)));
+    };
+    let mut incident: Incident = serde_json::from_str(&body)?;
+    let transition = Transition {
+        at: recorded_at,
+        ..transition.clone()
+    };
+    let (step, change) = match action {
+        IncidentAction::Acknowledge => (
+            incident.acknowledge(transition),
+            IncidentChange::Acknowledged,
+        ),
+        IncidentAction::Resolve => (incident.resolve(transition), IncidentChange::Resolved),
+    };
+    if let Err(refused) = step {
+        return Ok(Err(refused.into()));
+    }
+    store_incident(transaction, &incident)?;
+    let event = incident_event(transaction, recorded_at, change, &incident)?;
+    tracing::info!(incident = id, state = incident.state.as_str(), "incident changed");
+    Ok(Ok((incident, event)))
+}

@@ -1,0 +1,127 @@
+//! The live state: the latest value of every point, the status of every device, and the bus
+//! that carries committed events to stream subscribers.
+//!
+//! Only the journal writer changes it, and only with committed events, so what the API shows
+//! is always something the journal holds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use gatehouse_protocol::{
+    DeviceId, DeviceStatus, Event, EventBody, PointId, Quality, Value,
+};
+use jiff::Timestamp;
+use tokio::sync::broadcast;
+
+/// The latest committed observation of a point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointState {
+    pub value: Option<Value>,
+    pub quality: Quality,
+    pub observed_at: Timestamp,
+    pub seq: u64,
+}
+
+/// The latest committed status of a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceState {
+    pub status: DeviceStatus,
+    pub since: Timestamp,
+    pub reason: Option<String>,
+}
+
+/// How many committed events the bus holds for slow subscribers before they must catch up
+/// from the journal.
+const BUS_CAPACITY: usize = 4096;
+
+pub struct Live {
+    points: RwLock<HashMap<PointId, PointState>>,
+    devices: RwLock<HashMap<DeviceId, DeviceState>>,
+    last_seq: AtomicU64,
+    bus: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            points: RwLock::default(),
+            devices: RwLock::default(),
+            last_seq: AtomicU64::new(0),
+            bus: broadcast::channel(BUS_CAPACITY).0,
+        }
+    }
+}
+
+impl Live {
+    /// Records a committed event in the state (not yet on the bus).
+    pub fn apply(&self, event: &Event) {
+        match &event.body {
+            EventBody::Observation {
+                point,
+                value,
+                quality,
+                observed_at,
+                ..
+            } => {
+                if let Ok(mut points) = self.points.write() {
+                    points.insert(
+                        point.clone(),
+                        PointState {
+                            value: value.clone(),
+                            quality: quality.clone(),
+                            observed_at: *observed_at,
+                            seq: event.seq,
+                        },
+                    );
+                }
+            }
+            EventBody::DeviceStatus {
+                device,
+                status,
+                reason,
+            } => {
+                if let Ok(mut devices) = self.devices.write() {
+                    devices.insert(
+                        device.clone(),
+                        DeviceState {
+                            status: *status,
+                            since: event.recorded_at,
+                            reason: reason.clone(),
+                        },
+                    );
+                }
+            }
+            EventBody::Command { .. } | EventBody::Incident { .. } => {}
+        }
+    }
+
+    /// Hands a committed event to stream subscribers.
+    pub fn publish(&self, event: Event) {
+        self.last_seq.store(event.seq, Ordering::Release);
+        // No subscriber is fine: the journal has it.
+        let _ = self.bus.send(Arc::new(event));
+    }
+
+    /// Sets the newest seq at start-up.
+    pub fn set_last_seq(&self, seq: u64) {
+        self.last_seq.store(seq, Ordering::Release);
+    }
+
+    /// The newest seq published.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.bus.subscribe()
+    }
+
+    pub fn point(&self, id: &PointId) -> Option<PointState> {
+        self.points.read().ok()?.get(id).cloned()
+    }
+
+    pub fn device(&self, id: &DeviceId) -> Option<DeviceState> {
+        self.devices.read().ok()?.get(id).cloned()
+    }
+}

@@ -1,0 +1,86 @@
+//! Prometheus metrics: a counter for every dropped, retried or rejected thing.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    pub device: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub device: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: u16,
+}
+
+/// Every metric the agent exports.
+pub struct Metrics {
+    registry: Registry,
+    pub journal_events_committed: Counter,
+    pub journal_events_expired: Counter,
+    pub journal_commit_failures: Counter,
+    pub journal_commit_seconds: Histogram,
+    pub incidents_opened: Counter,
+    pub modbus_polls: Family<ResultLabels, Counter>,
+    pub modbus_reconnects: Family<DeviceLabels, Counter>,
+    pub commands: Family<ResultLabels, Counter>,
+    pub api_responses: Family<StatusLabels, Counter>,
+    pub api_auth_rejected: Counter,
+    pub stream_clients: Gauge,
+    pub stream_catch_ups: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gatehouse");
+        let metrics = Metrics {
+            journal_events_committed: Counter::default(),
+            journal_events_expired: Counter::default(),
+            journal_commit_failures: Counter::default(),
+            journal_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            incidents_opened: Counter::default(),
+            modbus_polls: Family::default(),
+            modbus_reconnects: Family::default(),
+            commands: Family::default(),
+            api_responses: Family::default(),
+            api_auth_rejected: Counter::default(),
+            stream_clients: Gauge::default(),
+            stream_catch_ups: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("journal_events_committed", "Events committed to the journal", metrics.journal_events_committed.clone());
+        registry.register("journal_events_expired", "Events deleted by retention", metrics.journal_events_expired.clone());
+        registry.register("journal_commit_failures", "Journal commits that failed and were retried", metrics.journal_commit_failures.clone());
+        registry.register("journal_commit_seconds", "Time to commit one batch", metrics.journal_commit_seconds.clone());
+        registry.register("incidents_opened", "Incidents opened by rules", metrics.incidents_opened.clone());
+        registry.register("modbus_polls", "Modbus read requests by device and result", metrics.modbus_polls.clone());
+        registry.register("modbus_reconnects", "Modbus connection attempts after a failure", metrics.modbus_reconnects.clone());
+        registry.register("commands", "Commands to device points by device and result", metrics.commands.clone());
+        registry.register("api_responses", "API responses by HTTP status", metrics.api_responses.clone());
+        registry.register("api_auth_rejected", "API requests refused for a missing or unknown token", metrics.api_auth_rejected.clone());
+        registry.register("stream_clients", "Connected stream clients", metrics.stream_clients.clone());
+        registry.register("stream_catch_ups", "Times a stream client fell behind and caught up from the journal", metrics.stream_catch_ups.clone());
+        Metrics { registry, ..metrics }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            tracing::error!("metrics could not be encoded");
+        }
+        text
+    }
+}
