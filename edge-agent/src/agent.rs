@@ -75,7 +75,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .map_err(journal_error)?;
     let reader = Reader::new(path.clone());
     let (latest, last_seq) = reader
-        .run_blocking(|connection| Ok((query::latest_states(connection)?, query::last_seq(connection)?)))
+        .run_blocking(|connection| {
+            Ok((
+                query::latest_states(connection)?,
+                query::last_seq(connection)?,
+            ))
+        })
         .map_err(journal_error)?;
     for event in &latest {
         live.apply(event);

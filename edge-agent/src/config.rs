@@ -206,7 +206,10 @@ fn line_column(source: &str, span: &Range<usize>) -> (usize, usize) {
     let start = span.start.min(source.len());
     let before = &source[..start];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(start, |newline| start - newline - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(start, |newline| start - newline - 1)
+        + 1;
     (line, column)
 }
 
@@ -444,7 +447,10 @@ listen = "127.0.0.1:0"
         let found = problems(&source);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].position, Some((line_of(&source, "paht"), 1)));
-        assert!(found[0].message.contains("unknown field `paht`"), "{found:?}");
+        assert!(
+            found[0].message.contains("unknown field `paht`"),
+            "{found:?}"
+        );
         assert!(found[0].message.contains("path"), "{found:?}");
     }
 

@@ -25,3 +25,6 @@ pub mod journal;
 pub mod live;
 pub mod metrics;
 pub mod rules;
+
+#[cfg(test)]
+mod test_helpers;

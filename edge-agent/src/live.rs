@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use gatehouse_protocol::{
-    DeviceId, DeviceStatus, Event, EventBody, PointId, Quality, Value,
-};
+use gatehouse_protocol::{DeviceId, DeviceStatus, Event, EventBody, PointId, Quality, Value};
 use jiff::Timestamp;
 use tokio::sync::broadcast;
 

@@ -107,7 +107,13 @@ fn main() -> ExitCode {
             println!();
             println!("[[api.users]]");
             println!("name = \"{name}\"");
-            println!("role = \"{}\"", serde_json::to_value(role).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default());
+            println!(
+                "role = \"{}\"",
+                serde_json::to_value(role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            );
             println!("token_sha256 = \"{}\"", hash_token(&token));
             ExitCode::SUCCESS
         }

@@ -58,19 +58,70 @@ impl Default for Metrics {
             stream_catch_ups: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("journal_events_committed", "Events committed to the journal", metrics.journal_events_committed.clone());
-        registry.register("journal_events_expired", "Events deleted by retention", metrics.journal_events_expired.clone());
-        registry.register("journal_commit_failures", "Journal commits that failed and were retried", metrics.journal_commit_failures.clone());
-        registry.register("journal_commit_seconds", "Time to commit one batch", metrics.journal_commit_seconds.clone());
-        registry.register("incidents_opened", "Incidents opened by rules", metrics.incidents_opened.clone());
-        registry.register("modbus_polls", "Modbus read requests by device and result", metrics.modbus_polls.clone());
-        registry.register("modbus_reconnects", "Modbus connection attempts after a failure", metrics.modbus_reconnects.clone());
-        registry.register("commands", "Commands to device points by device and result", metrics.commands.clone());
-        registry.register("api_responses", "API responses by HTTP status", metrics.api_responses.clone());
-        registry.register("api_auth_rejected", "API requests refused for a missing or unknown token", metrics.api_auth_rejected.clone());
-        registry.register("stream_clients", "Connected stream clients", metrics.stream_clients.clone());
-        registry.register("stream_catch_ups", "Times a stream client fell behind and caught up from the journal", metrics.stream_catch_ups.clone());
-        Metrics { registry, ..metrics }
+        registry.register(
+            "journal_events_committed",
+            "Events committed to the journal",
+            metrics.journal_events_committed.clone(),
+        );
+        registry.register(
+            "journal_events_expired",
+            "Events deleted by retention",
+            metrics.journal_events_expired.clone(),
+        );
+        registry.register(
+            "journal_commit_failures",
+            "Journal commits that failed and were retried",
+            metrics.journal_commit_failures.clone(),
+        );
+        registry.register(
+            "journal_commit_seconds",
+            "Time to commit one batch",
+            metrics.journal_commit_seconds.clone(),
+        );
+        registry.register(
+            "incidents_opened",
+            "Incidents opened by rules",
+            metrics.incidents_opened.clone(),
+        );
+        registry.register(
+            "modbus_polls",
+            "Modbus read requests by device and result",
+            metrics.modbus_polls.clone(),
+        );
+        registry.register(
+            "modbus_reconnects",
+            "Modbus connection attempts after a failure",
+            metrics.modbus_reconnects.clone(),
+        );
+        registry.register(
+            "commands",
+            "Commands to device points by device and result",
+            metrics.commands.clone(),
+        );
+        registry.register(
+            "api_responses",
+            "API responses by HTTP status",
+            metrics.api_responses.clone(),
+        );
+        registry.register(
+            "api_auth_rejected",
+            "API requests refused for a missing or unknown token",
+            metrics.api_auth_rejected.clone(),
+        );
+        registry.register(
+            "stream_clients",
+            "Connected stream clients",
+            metrics.stream_clients.clone(),
+        );
+        registry.register(
+            "stream_catch_ups",
+            "Times a stream client fell behind and caught up from the journal",
+            metrics.stream_catch_ups.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 }
 

@@ -158,10 +158,14 @@ async fn supervise(adapter: Arc<dyn Adapter>, context: AdapterContext) {
         }
         let delay = backoff.next_delay();
         match outcome {
-            Ok(()) => tracing::error!(device = %adapter.device(), restart_in_ms = delay.as_millis() as u64,
-                "adapter returned unexpectedly; restarting"),
-            Err(error) => tracing::error!(device = %adapter.device(), %error, restart_in_ms = delay.as_millis() as u64,
-                "adapter crashed; restarting"),
+            Ok(()) => {
+                tracing::error!(device = %adapter.device(), restart_in_ms = delay.as_millis() as u64,
+                "adapter returned unexpectedly; restarting")
+            }
+            Err(error) => {
+                tracing::error!(device = %adapter.device(), %error, restart_in_ms = delay.as_millis() as u64,
+                "adapter crashed; restarting")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -181,7 +185,10 @@ mod tests {
         let bases = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
         for (delay, base) in delays.iter().zip(bases) {
             let base = Duration::from_millis(base);
-            assert!(*delay >= base / 2 && *delay <= base, "{delay:?} vs {base:?}");
+            assert!(
+                *delay >= base / 2 && *delay <= base,
+                "{delay:?} vs {base:?}"
+            );
         }
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(100));

@@ -1,5 +1,5 @@
-//! Bearer tokens and roles. Deny by default: every route but `health` passes through
-//! [`authenticate`], and every handler states the permission it needs.
+//! Bearer tokens and roles. Deny by default: every request but `health` needs a known token
+//! ([`authenticate`]), and every handler states the permission it needs.
 //!
 //! Tokens are random (`gatehouse-edge token` makes them) and the config keeps only their
 //! SHA-256, so a leaked config does not leak a token. A slow password hash is not needed:
@@ -47,10 +47,7 @@ impl Role {
             (Role::Admin, _) => true,
             (Role::Integrator, Permission::ReadMetrics) => false,
             (Role::Integrator, _) => true,
-            (
-                Role::Guard,
-                Permission::ReadState | Permission::HandleIncidents,
-            ) => true,
+            (Role::Guard, Permission::ReadState | Permission::HandleIncidents) => true,
             (Role::Guard, _) => false,
         }
     }
@@ -118,12 +115,18 @@ pub fn new_token() -> String {
     format!("gh_{}", hex::encode(bytes))
 }
 
+/// The only paths served without a token.
+const PUBLIC_PATHS: &[&str] = &["/api/v1/health"];
+
 /// Middleware: resolves the bearer token to a [`Principal`] or answers 401.
 pub async fn authenticate(
     State(state): State<Arc<ApiState>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    if PUBLIC_PATHS.contains(&request.uri().path()) {
+        return Ok(next.run(request).await);
+    }
     let header = request
         .headers()
         .get(AUTHORIZATION)
@@ -158,7 +161,8 @@ mod tests {
             (Role::Guard, [true, true, false, false]),
         ];
         for (role, expected) in table {
-            let got = [ReadState, HandleIncidents, CommandDevices, ReadMetrics].map(|p| role.allows(p));
+            let got =
+                [ReadState, HandleIncidents, CommandDevices, ReadMetrics].map(|p| role.allows(p));
             assert_eq!(got, expected, "{role:?}");
         }
     }

@@ -88,7 +88,10 @@ impl Catalog {
     }
 
     pub fn devices(&self, live: &Live) -> Vec<DeviceView> {
-        self.devices.iter().map(|d| self.device_view(d, live)).collect()
+        self.devices
+            .iter()
+            .map(|d| self.device_view(d, live))
+            .collect()
     }
 
     pub fn device(&self, id: &DeviceId, live: &Live) -> Option<DeviceView> {

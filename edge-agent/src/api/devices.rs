@@ -64,9 +64,13 @@ pub async fn list_points(
     if let Some(device) = &filter.device
         && !state.catalog.has_device(device)
     {
-        return Err(ApiError::not_found(format!("device `{device}` does not exist")));
+        return Err(ApiError::not_found(format!(
+            "device `{device}` does not exist"
+        )));
     }
-    Ok(Json(state.catalog.points(filter.device.as_ref(), &state.live)))
+    Ok(Json(
+        state.catalog.points(filter.device.as_ref(), &state.live),
+    ))
 }
 
 /// One point.
@@ -110,7 +114,9 @@ pub async fn command(
 ) -> Result<Json<CommandResponse>, ApiError> {
     principal.require(Permission::CommandDevices)?;
     if !state.catalog.has_device(&device) {
-        return Err(ApiError::not_found(format!("device `{device}` does not exist")));
+        return Err(ApiError::not_found(format!(
+            "device `{device}` does not exist"
+        )));
     }
     match state.catalog.point_owner(&request.point) {
         Some((owner, writable)) if owner == &device => {

@@ -90,8 +90,14 @@ async fn change(
     request: TransitionRequest,
 ) -> Result<Json<Incident>, ApiError> {
     principal.require(Permission::HandleIncidents)?;
-    if request.comment.as_ref().is_some_and(|c| c.chars().count() > 2000) {
-        return Err(ApiError::bad_request("comment is longer than 2000 characters"));
+    if request
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > 2000)
+    {
+        return Err(ApiError::bad_request(
+            "comment is longer than 2000 characters",
+        ));
     }
     let transition = Transition {
         by: principal.name.clone(),

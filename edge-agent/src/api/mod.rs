@@ -1,8 +1,9 @@
 //! The local REST API and WebSocket stream under `/api/v1`, plus `/metrics`.
 //!
 //! [`router`] builds everything from an [`ApiState`] and can be driven in tests with
-//! `tower::ServiceExt::oneshot`, no socket needed. Every route except `/api/v1/health` is
-//! behind [`auth::authenticate`]; handlers then check the permission they need.
+//! `tower::ServiceExt::oneshot`, no socket needed. Every request, even to an unknown path,
+//! passes [`auth::authenticate`], which lets only `/api/v1/health` through without a token;
+//! handlers then check the permission they need.
 
 pub mod auth;
 mod catalog;
@@ -44,7 +45,8 @@ pub struct ApiState {
 
 /// The whole HTTP surface.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let protected = Router::new()
+    Router::new()
+        .route("/api/v1/health", get(system::health))
         .route("/api/v1/devices", get(devices::list_devices))
         .route("/api/v1/devices/{id}", get(devices::get_device))
         .route("/api/v1/devices/{id}/commands", post(devices::command))
@@ -59,20 +61,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/openapi.json", get(system::openapi))
         .route("/metrics", get(system::metrics))
         .fallback(system::not_found)
-        .route_layer(middleware::from_fn_with_state(
+        // Outermost first: count every response, then authenticate every request.
+        .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ));
-    Router::new()
-        .route("/api/v1/health", get(system::health))
-        .merge(protected)
-        .fallback(system::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
         .with_state(state)
 }
 
 /// Counts responses by status, for `/metrics`.
-async fn count_responses(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+async fn count_responses(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let response = next.run(request).await;
     state
         .metrics
@@ -105,8 +111,9 @@ pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
     cursor
         .map(|text| {
-            text.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("`{text}` is not a cursor from this API")))
+            text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("`{text}` is not a cursor from this API"))
+            })
         })
         .transpose()
 }

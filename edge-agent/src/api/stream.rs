@@ -71,7 +71,11 @@ async fn send(socket: &mut WebSocket, event: &Event) -> Result<(), StreamError> 
 }
 
 /// Sends every committed event after `*last` from the journal; advances `*last`.
-async fn catch_up(socket: &mut WebSocket, state: &ApiState, last: &mut u64) -> Result<(), StreamError> {
+async fn catch_up(
+    socket: &mut WebSocket,
+    state: &ApiState,
+    last: &mut u64,
+) -> Result<(), StreamError> {
     loop {
         let after = *last;
         let events = state

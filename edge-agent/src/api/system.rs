@@ -36,7 +36,10 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     principal.require(Permission::ReadMetrics)?;
     Ok((
-        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response())

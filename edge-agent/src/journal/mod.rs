@@ -39,7 +39,9 @@ pub enum JournalError {
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot encode or decode a journal record: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("the journal at {path} has schema version {found}, newer than this agent ({supported})")]
+    #[error(
+        "the journal at {path} has schema version {found}, newer than this agent ({supported})"
+    )]
     TooNew {
         path: String,
         found: i64,
@@ -125,3 +127,6 @@ pub(crate) fn to_micros(timestamp: Timestamp) -> i64 {
 pub(crate) fn from_micros(micros: i64) -> Timestamp {
     Timestamp::from_microsecond(micros).unwrap_or(Timestamp::UNIX_EPOCH)
 }
+
+#[cfg(test)]
+mod tests;

@@ -155,7 +155,11 @@ pub fn events(connection: &Connection, query: &EventQuery) -> Result<Page<Event>
     let mut statement = connection.prepare_cached(&sql)?;
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
     let rows = statement.query_map(params.as_slice(), |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, String>(2)?,
+        ))
     })?;
     let mut items = Vec::with_capacity(query.limit);
     let mut more = false;
@@ -209,7 +213,11 @@ pub fn latest_states(connection: &Connection) -> Result<Vec<Event>, JournalError
          ORDER BY seq",
     )?;
     let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, String>(2)?,
+        ))
     })?;
     rows.map(|row| {
         let (seq, recorded_at, body) = row?;

@@ -244,10 +244,12 @@ impl Writer {
                 } => {
                     let result =
                         change_incident(&transaction, recorded_at, *id, *action, transition)?;
-                    committed.incident_results.push(result.map(|(incident, event)| {
-                        committed.events.push(event);
-                        incident
-                    }));
+                    committed
+                        .incident_results
+                        .push(result.map(|(incident, event)| {
+                            committed.events.push(event);
+                            incident
+                        }));
                 }
                 Request::Maintain { .. } => {}
             }
@@ -274,14 +276,21 @@ impl Writer {
             }
         }
         if let Some(max_bytes) = self.settings.max_bytes {
-            while used_bytes(&self.connection)? > max_bytes {
+            loop {
+                let used = used_bytes(&self.connection)?;
+                if used <= max_bytes {
+                    break;
+                }
                 let count: i64 =
                     self.connection
                         .query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
                 if count == 0 {
                     break;
                 }
-                let chunk = (count / 20).max(1000);
+                // Delete the share of rows that is over the limit, plus 1% so the loop ends
+                // in a few rounds; rows are about the same size.
+                let over = (used - max_bytes) as f64 / used as f64;
+                let chunk = ((count as f64 * (over + 0.01)).ceil() as i64).clamp(1, count);
                 let removed = self.connection.execute(
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?1)",
                     [chunk],
@@ -415,6 +424,10 @@ fn change_incident(
     }
     store_incident(transaction, &incident)?;
     let event = incident_event(transaction, recorded_at, change, &incident)?;
-    tracing::info!(incident = id, state = incident.state.as_str(), "incident changed");
+    tracing::info!(
+        incident = id,
+        state = incident.state.as_str(),
+        "incident changed"
+    );
     Ok(Ok((incident, event)))
 }

@@ -45,8 +45,8 @@ pub fn plan_reads(points: &[ModbusPointConfig]) -> Vec<Block> {
                 && u32::from(point.address) <= block_end + u32::from(MAX_GAP)
                 && end - u32::from(block.start) <= u32::from(limit);
             if fits {
-                block.count = u16::try_from(end.max(block_end) - u32::from(block.start))
-                    .unwrap_or(limit);
+                block.count =
+                    u16::try_from(end.max(block_end) - u32::from(block.start)).unwrap_or(limit);
                 block.points.push(index);
                 continue;
             }
@@ -84,13 +84,14 @@ pub enum Raw<'a> {
 pub fn decode(point: &ModbusPointConfig, block_start: u16, raw: &Raw) -> Result<Value, CodecError> {
     let offset = usize::from(point.address - block_start);
     match raw {
-        Raw::Bits(bits) => bits
-            .get(offset)
-            .map(|bit| Value::Bool(*bit))
-            .ok_or(CodecError::ShortResponse {
-                expected: offset + 1,
-                got: bits.len(),
-            }),
+        Raw::Bits(bits) => {
+            bits.get(offset)
+                .map(|bit| Value::Bool(*bit))
+                .ok_or(CodecError::ShortResponse {
+                    expected: offset + 1,
+                    got: bits.len(),
+                })
+        }
         Raw::Words(words) => {
             let width = usize::from(point.data_type().words());
             let slice = words
@@ -303,7 +304,10 @@ mod tests {
         let p = point(Table::HoldingRegister, 0, DataType::F32);
         let nan = f32::NAN.to_bits();
         let words = [(nan >> 16) as u16, nan as u16];
-        assert_eq!(decode(&p, 0, &Raw::Words(&words)), Err(CodecError::NotFinite));
+        assert_eq!(
+            decode(&p, 0, &Raw::Words(&words)),
+            Err(CodecError::NotFinite)
+        );
     }
 
     #[test]

@@ -313,7 +313,7 @@ fn check_point(point: &ModbusPointConfig, problems: &mut Problems) {
             format!("point `{id}`: scale must be a non-zero number and offset a number"),
         );
     }
-    if !(point.deadband >= 0.0) {
+    if !point.deadband.is_finite() || point.deadband < 0.0 {
         problems.at(
             point.id.span(),
             format!("point `{id}`: deadband must be 0 or more"),

@@ -24,9 +24,7 @@ pub mod config;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use gatehouse_protocol::{
-    CommandOutcome, DeviceId, DeviceStatus, EventBody, Quality, Value,
-};
+use gatehouse_protocol::{CommandOutcome, DeviceId, DeviceStatus, EventBody, Quality, Value};
 use jiff::Timestamp;
 use tokio::time::{MissedTickBehavior, timeout};
 use tokio_modbus::client::{Context, Reader, Writer};
@@ -169,8 +167,7 @@ impl ModbusDevice {
         context: &AdapterContext,
         reported: &mut Reported,
     ) -> Ended {
-        let mut ticker =
-            tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut commands = context.commands.lock().await;
         loop {
@@ -249,7 +246,12 @@ impl ModbusDevice {
                         }
                     }
                 };
-                if changed(point, reported.points[index].as_ref(), value.as_ref(), &quality) {
+                if changed(
+                    point,
+                    reported.points[index].as_ref(),
+                    value.as_ref(),
+                    &quality,
+                ) {
                     reported.points[index] = Some((value.clone(), quality.clone()));
                     self.observe(context, point, value, quality, observed_at)
                         .await;
@@ -347,7 +349,10 @@ impl ModbusDevice {
             .find(|p| p.id.get_ref() == &request.point)
         else {
             return (
-                failed(format!("device `{}` has no point `{}`", self.id, request.point)),
+                failed(format!(
+                    "device `{}` has no point `{}`",
+                    self.id, request.point
+                )),
                 None,
             );
         };
