@@ -34,9 +34,8 @@ pub fn validate_id(text: &str) -> Result<(), IdError> {
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
-    });
+    let rest_ok = chars
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
     if first_ok && rest_ok {
         Ok(())
     } else {
@@ -137,10 +136,7 @@ mod tests {
             PointId::new(".hidden"),
             Err(IdError::BadCharacter(_))
         ));
-        assert!(matches!(
-            PointId::new("a/b"),
-            Err(IdError::BadCharacter(_))
-        ));
+        assert!(matches!(PointId::new("a/b"), Err(IdError::BadCharacter(_))));
         assert!(matches!(
             PointId::new("x".repeat(65)),
             Err(IdError::TooLong(_, 65))

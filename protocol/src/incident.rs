@@ -208,7 +208,10 @@ mod tests {
     fn resolving_an_open_incident_records_the_acknowledgement() {
         let mut i = incident();
         assert_eq!(i.resolve(by("admin")), Ok(()));
-        assert_eq!(i.acknowledged.as_ref().map(|t| t.by.as_str()), Some("admin"));
+        assert_eq!(
+            i.acknowledged.as_ref().map(|t| t.by.as_str()),
+            Some("admin")
+        );
         assert_eq!(i.state, IncidentState::Resolved);
     }
 }

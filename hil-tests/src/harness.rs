@@ -1,0 +1,419 @@
+//! Driving the real `gatehouse-edge` binary: a site config for simulated devices, the agent as
+//! a child process (so a test can kill -9 it), and clients for its REST API and stream.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use gatehouse_edge::api::auth::hash_token;
+use gatehouse_protocol::Event;
+use serde_json::Value as Json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The tokens of the test users; their hashes go into the config.
+pub const ADMIN_TOKEN: &str = "test-token-admin";
+pub const GUARD_TOKEN: &str = "test-token-guard";
+pub const INTEGRATOR_TOKEN: &str = "test-token-integrator";
+
+/// A free TCP port on loopback (released before use; fine for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The `[site]`, `[journal]`, `[api]` and `[[zones]]` part of a test config; append devices
+/// and rules to it.
+pub fn site_header(api_port: u16, journal: &Path) -> String {
+    format!(
+        r#"
+[site]
+id = "hil-site"
+name = "HIL test site"
+
+[journal]
+path = "{journal}"
+synchronous = "full"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[[api.users]]
+name = "admin"
+role = "admin"
+token_sha256 = "{admin}"
+
+[[api.users]]
+name = "guard"
+role = "guard"
+token_sha256 = "{guard}"
+
+[[api.users]]
+name = "integrator"
+role = "integrator"
+token_sha256 = "{integrator}"
+
+[[zones]]
+id = "lobby"
+name = "Lobby"
+armed = true
+"#,
+        journal = journal.display(),
+        admin = hash_token(ADMIN_TOKEN),
+        guard = hash_token(GUARD_TOKEN),
+        integrator = hash_token(INTEGRATOR_TOKEN),
+    )
+}
+
+/// A Modbus device with a door contact (discrete input 0), a strike (coil 0), a temperature
+/// (f32 in holding registers 0-1) and a counter (input register 10), in zone `lobby`.
+pub fn door_device(id: &str, address: SocketAddr, poll_interval_ms: u64) -> String {
+    format!(
+        r#"
+[[modbus.devices]]
+id = "{id}"
+address = "{address}"
+poll_interval_ms = {poll_interval_ms}
+timeout_ms = 500
+reconnect_initial_ms = 100
+reconnect_max_ms = 1000
+zone = "lobby"
+
+[[modbus.devices.points]]
+id = "{id}.door"
+table = "discrete_input"
+address = 0
+
+[[modbus.devices.points]]
+id = "{id}.strike"
+table = "coil"
+address = 0
+writable = true
+
+[[modbus.devices.points]]
+id = "{id}.temperature"
+table = "holding_register"
+address = 0
+type = "f32"
+unit = "°C"
+
+[[modbus.devices.points]]
+id = "{id}.count"
+table = "input_register"
+address = 10
+"#
+    )
+}
+
+/// A rule raising a high incident when `{device}.door` opens in the armed lobby.
+pub fn door_rule(device: &str) -> String {
+    format!(
+        r#"
+[[rules]]
+id = "{device}-door-open"
+title = "Door of {device} opened while armed"
+severity = "high"
+point = "{device}.door"
+when = {{ equals = true }}
+armed_only = true
+"#
+    )
+}
+
+/// Where the agent binary is: `$GATEHOUSE_EDGE_BIN`, else the workspace's target folder.
+pub fn agent_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("GATEHOUSE_EDGE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let path = target.join("debug/gatehouse-edge");
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the agent first with `cargo build -p gatehouse-edge` \
+             (scripts/test.sh does), or set GATEHOUSE_EDGE_BIN",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The agent running as a child process.
+pub struct AgentProcess {
+    child: Child,
+    pub api: SocketAddr,
+    pub config: PathBuf,
+}
+
+impl AgentProcess {
+    /// Writes `config` to `folder/site.toml`, starts the agent and waits for its API.
+    pub async fn start(folder: &Path, config: &str, api_port: u16) -> anyhow::Result<Self> {
+        let path = folder.join("site.toml");
+        std::fs::write(&path, config)?;
+        Self::start_with(&path, api_port).await
+    }
+
+    /// Starts the agent on an existing config file (a restart).
+    pub async fn start_with(config: &Path, api_port: u16) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(config.with_extension("log"))?;
+        let child = Command::new(agent_binary()?)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,gatehouse_edge=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start gatehouse-edge")?;
+        let mut agent = AgentProcess {
+            child,
+            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
+            config: config.to_owned(),
+        };
+        agent.wait_healthy().await?;
+        Ok(agent)
+    }
+
+    async fn wait_healthy(&mut self) -> anyhow::Result<()> {
+        let url = format!("http://{}/api/v1/health", self.api);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the agent exited with {status}; log:\n{}", self.log());
+            }
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the agent's API did not come up; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the agent did not stop within 20 s after SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn api(&self, token: &str) -> ApiClient {
+        ApiClient::new(self.api, token)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A REST client with a bearer token.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(api: SocketAddr, token: &str) -> Self {
+        ApiClient {
+            base: format!("http://{api}"),
+            token: token.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// GET; returns the status and the JSON body.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Json)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Json::Null)))
+    }
+
+    /// POST a JSON body; returns the status and the JSON body.
+    pub async fn post(&self, path: &str, body: &Json) -> anyhow::Result<(u16, Json)> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Json::Null)))
+    }
+
+    /// Every event matching `query` (e.g. `point=x&kind=observation`), following cursors.
+    pub async fn all_events(&self, query: &str) -> anyhow::Result<Vec<Event>> {
+        let mut events = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/events?limit=1000&{query}");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let (status, page) = self.get(&path).await?;
+            if status != 200 {
+                bail!("GET {path} answered {status}: {page}");
+            }
+            let items: Vec<Event> = serde_json::from_value(page["items"].clone())?;
+            events.extend(items);
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(events),
+            }
+        }
+    }
+
+    /// Polls GET `path` until `check` accepts the body.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        check: impl Fn(&Json) -> bool,
+    ) -> anyhow::Result<Json> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(path).await?;
+            if status == 200 && check(&body) {
+                return Ok(body);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("GET {path} never satisfied the check; last answer {status}: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A client of `/api/v1/stream`.
+pub struct StreamClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl StreamClient {
+    /// Connects with a token, resuming after `after` when given.
+    pub async fn connect(api: SocketAddr, token: &str, after: Option<u64>) -> anyhow::Result<Self> {
+        let url = match after {
+            Some(seq) => format!("ws://{api}/api/v1/stream?after={seq}"),
+            None => format!("ws://{api}/api/v1/stream"),
+        };
+        let mut request = url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(StreamClient { socket })
+    }
+
+    /// The next event, or None if none arrives within `timeout` or the stream ended.
+    pub async fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<Event>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = match tokio::time::timeout(remaining, self.socket.next()).await {
+                Err(_) | Ok(None) => return Ok(None),
+                Ok(Some(message)) => message?,
+            };
+            match message {
+                Message::Text(text) => return Ok(Some(serde_json::from_str(&text)?)),
+                Message::Ping(payload) => self.socket.send(Message::Pong(payload)).await?,
+                Message::Close(_) => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads events until one satisfies `check`; returns it and everything read before it.
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        check: impl Fn(&Event) -> bool,
+    ) -> anyhow::Result<(Event, Vec<Event>)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(remaining).await? {
+                Some(event) if check(&event) => return Ok((event, seen)),
+                Some(event) => seen.push(event),
+                None => bail!(
+                    "no matching event within {timeout:?}; saw {} others: {:?}",
+                    seen.len(),
+                    seen.iter().rev().take(5).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+}
+
+/// Whether `event` is an observation of `point` (with `value`, when given).
+pub fn is_observation(
+    event: &Event,
+    point: &str,
+    value: Option<&gatehouse_protocol::Value>,
+) -> bool {
+    matches!(&event.body, gatehouse_protocol::EventBody::Observation { point: p, value: v, .. }
+        if p.as_str() == point && value.is_none_or(|value| v.as_ref() == Some(value)))
+}
+
+/// The change and incident id, if `event` is an incident change.
+pub fn incident_change(event: &Event) -> Option<(gatehouse_protocol::IncidentChange, u64)> {
+    match &event.body {
+        gatehouse_protocol::EventBody::Incident { change, incident } => {
+            Some((*change, incident.id))
+        }
+        _ => None,
+    }
+}
+
+/// The status, if `event` reports `device`'s status.
+pub fn device_status(event: &Event, device: &str) -> Option<gatehouse_protocol::DeviceStatus> {
+    match &event.body {
+        gatehouse_protocol::EventBody::DeviceStatus {
+            device: d, status, ..
+        } if d.as_str() == device => Some(*status),
+        _ => None,
+    }
+}

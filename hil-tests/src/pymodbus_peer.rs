@@ -1,0 +1,272 @@
+//! A third-party Modbus TCP device: `peers/pymodbus_device.py` (pymodbus 3.16.1) in a child
+//! process, driven over its stdin, so the edge agent is tested against a Modbus stack that is
+//! not ours.
+//!
+//! The device is unit id 1 on 127.0.0.1 with [`TABLE_SIZE`] addresses in each of its four
+//! tables, numbered as on the wire: what [`PymodbusPeer::set_hr`] sets at N, a client reads at
+//! N. Requests past the end answer exception 0x02 (Illegal Data Address). The Python script
+//! runs in the virtualenv `scripts/setup-test-deps.sh` creates.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        Mutex, PoisonError,
+        mpsc::{self, Receiver, RecvTimeoutError},
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+/// Addresses in each table of the peer: 0..TABLE_SIZE (a multiple of 16, as pymodbus stores
+/// bits in 16-bit words).
+pub const TABLE_SIZE: u16 = 128;
+
+/// The peer's script.
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/pymodbus_device.py");
+
+/// How long Python may take to import pymodbus and listen.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one command may take to be answered.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running pymodbus device; killed on drop. Its methods block for one round trip to the
+/// child process (a millisecond or so), which is fine inside async tests.
+#[derive(Debug)]
+pub struct PymodbusPeer {
+    addr: SocketAddr,
+    io: Mutex<PeerIo>,
+}
+
+#[derive(Debug)]
+struct PeerIo {
+    child: Child,
+    stdin: ChildStdin,
+    /// Lines of the child's stdout, read by a thread.
+    answers: Receiver<String>,
+}
+
+impl PymodbusPeer {
+    /// Starts the device on a free port and waits until it listens. Fails, saying to run
+    /// `scripts/setup-test-deps.sh`, when the virtualenv is missing.
+    pub fn start() -> anyhow::Result<Self> {
+        let python = venv_python()?;
+        let mut child = Command::new(&python)
+            .arg(SCRIPT)
+            .args(["--port", "0", "--size", &TABLE_SIZE.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} {SCRIPT}", python.display()))?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let (sender, answers) = mpsc::channel();
+        if let Some(stdout) = stdout {
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let Some(stdin) = stdin else {
+            // Unreachable with `Stdio::piped()`; kill rather than leak the child.
+            let _ = child.kill();
+            bail!("no stdin for the pymodbus peer");
+        };
+        let mut io = PeerIo {
+            child,
+            stdin,
+            answers,
+        };
+        let ready = io.next_line(STARTUP_TIMEOUT)?;
+        let port = ready
+            .strip_prefix("ready ")
+            .and_then(|port| port.parse::<u16>().ok())
+            .with_context(|| format!("expected `ready PORT` from {SCRIPT}, got {ready:?}"))?;
+        Ok(Self {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            io: Mutex::new(io),
+        })
+    }
+
+    /// The address the device listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sets a discrete input.
+    pub fn set_di(&self, address: u16, value: bool) -> anyhow::Result<()> {
+        self.command(&format!("set_di {address} {}", u8::from(value)))
+            .map(drop)
+    }
+
+    /// Sets a coil.
+    pub fn set_coil(&self, address: u16, value: bool) -> anyhow::Result<()> {
+        self.command(&format!("set_coil {address} {}", u8::from(value)))
+            .map(drop)
+    }
+
+    /// Sets a holding register.
+    pub fn set_hr(&self, address: u16, value: u16) -> anyhow::Result<()> {
+        self.command(&format!("set_hr {address} {value}")).map(drop)
+    }
+
+    /// Sets an input register.
+    pub fn set_ir(&self, address: u16, value: u16) -> anyhow::Result<()> {
+        self.command(&format!("set_ir {address} {value}")).map(drop)
+    }
+
+    /// A holding register, e.g. to check that a client's write arrived.
+    pub fn get_hr(&self, address: u16) -> anyhow::Result<u16> {
+        let answer = self.command(&format!("get_hr {address}"))?;
+        answer
+            .parse()
+            .with_context(|| format!("pymodbus peer answered get_hr with {answer:?}"))
+    }
+
+    /// A coil, e.g. to check that a client's write arrived.
+    pub fn get_coil(&self, address: u16) -> anyhow::Result<bool> {
+        match self.command(&format!("get_coil {address}"))?.as_str() {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            other => bail!("pymodbus peer answered get_coil with {other:?}"),
+        }
+    }
+
+    /// Sends one command line and returns its answer line; an `error ...` answer is an error.
+    fn command(&self, line: &str) -> anyhow::Result<String> {
+        let mut io = self.io.lock().unwrap_or_else(PoisonError::into_inner);
+        writeln!(io.stdin, "{line}")
+            .and_then(|()| io.stdin.flush())
+            .with_context(|| format!("sending `{line}` to the pymodbus peer"))?;
+        let answer = io.next_line(COMMAND_TIMEOUT)?;
+        match answer.strip_prefix("error ") {
+            Some(reason) => bail!("pymodbus peer refused `{line}`: {reason}"),
+            None => Ok(answer),
+        }
+    }
+}
+
+impl PeerIo {
+    fn next_line(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        match self.answers.recv_timeout(timeout) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("the pymodbus peer did not answer within {timeout:?}")
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait().map(|status| status.to_string());
+                bail!(
+                    "the pymodbus peer exited ({}); its stderr is above",
+                    status.unwrap_or_else(|e| e.to_string())
+                )
+            }
+        }
+    }
+}
+
+impl Drop for PymodbusPeer {
+    fn drop(&mut self) {
+        let io = self.io.get_mut().unwrap_or_else(PoisonError::into_inner);
+        // Fails only if the child already exited; wait() then reaps it either way.
+        let _ = io.child.kill();
+        let _ = io.child.wait();
+    }
+}
+
+/// The virtualenv's Python: `$GATEHOUSE_VENV/bin/python`, else `<workspace>/.venv/bin/python`.
+fn venv_python() -> anyhow::Result<PathBuf> {
+    let venv = std::env::var_os("GATEHOUSE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv")));
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        bail!(
+            "no Python virtualenv at {} (for pymodbus): run scripts/setup-test-deps.sh, \
+             or point GATEHOUSE_VENV at a virtualenv with pymodbus==3.16.1",
+            venv.display()
+        );
+    }
+    Ok(python)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_modbus::{ExceptionCode, client::tcp, prelude::*};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_modbus_client_reads_what_the_peer_was_told() -> anyhow::Result<()> {
+        let peer = PymodbusPeer::start()?;
+        peer.set_hr(0, 1234)?;
+        peer.set_hr(TABLE_SIZE - 1, 7)?;
+        peer.set_ir(10, 42)?;
+        peer.set_di(3, true)?;
+        peer.set_coil(TABLE_SIZE - 1, true)?;
+        let mut client = tcp::connect_slave(peer.addr(), Slave(1)).await?;
+
+        assert_eq!(client.read_holding_registers(0, 2).await??, [1234, 0]);
+        assert_eq!(
+            client.read_holding_registers(TABLE_SIZE - 1, 1).await??,
+            [7]
+        );
+        assert_eq!(client.read_input_registers(10, 1).await??, [42]);
+        assert_eq!(
+            client.read_discrete_inputs(2, 3).await??,
+            [false, true, false]
+        );
+        assert_eq!(client.read_coils(TABLE_SIZE - 1, 1).await??, [true]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_table_end_answer_illegal_data_address() -> anyhow::Result<()> {
+        let peer = PymodbusPeer::start()?;
+        let mut client = tcp::connect_slave(peer.addr(), Slave(1)).await?;
+
+        for answer in [
+            client.read_holding_registers(TABLE_SIZE - 1, 2).await?,
+            client.read_input_registers(TABLE_SIZE, 1).await?,
+        ] {
+            assert_eq!(answer, Err(ExceptionCode::IllegalDataAddress));
+        }
+        assert_eq!(
+            client.read_coils(TABLE_SIZE, 1).await?,
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            client.write_single_register(TABLE_SIZE, 1).await?,
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert!(
+            peer.set_hr(TABLE_SIZE, 1).is_err(),
+            "the peer's own commands check too"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn client_writes_reach_the_peer() -> anyhow::Result<()> {
+        let peer = PymodbusPeer::start()?;
+        let mut client = tcp::connect_slave(peer.addr(), Slave(1)).await?;
+
+        client.write_single_register(3, 99).await??;
+        client
+            .write_multiple_coils(5, &[true, false, true])
+            .await??;
+
+        assert_eq!(peer.get_hr(3)?, 99);
+        assert_eq!(
+            [peer.get_coil(5)?, peer.get_coil(6)?, peer.get_coil(7)?],
+            [true, false, true]
+        );
+        Ok(())
+    }
+}

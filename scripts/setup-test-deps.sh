@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the hil-tests need besides Rust: a Python virtualenv at <repo>/.venv with
+# pymodbus (the third-party Modbus peer, hil-tests/peers/pymodbus_device.py).
+#
+# Idempotent: does nothing that is already done. On a fresh Debian machine it first installs
+# python3-venv with apt-get, only if `python3 -m venv` cannot work without it.
+# Needs Python >= 3.10 (pymodbus 3.16). Set PYTHON to use another interpreter than python3.
+set -euo pipefail
+
+PYMODBUS_VERSION=3.16.1
+PYTHON=${PYTHON:-python3}
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if [ ! -x "$venv/bin/python" ]; then
+    # Debian splits venv's ensurepip into python3-venv; without it `-m venv` fails half-way.
+    if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+        echo "setup-test-deps: installing python3-venv" >&2
+        as_root apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+    fi
+    echo "setup-test-deps: creating $venv" >&2
+    rm -rf "$venv" # a half-made one from an earlier failure
+    "$PYTHON" -m venv "$venv"
+fi
+
+installed=$("$venv/bin/python" -c \
+    'import importlib.metadata as m; print(m.version("pymodbus"))' 2>/dev/null || true)
+if [ "$installed" != "$PYMODBUS_VERSION" ]; then
+    echo "setup-test-deps: installing pymodbus==$PYMODBUS_VERSION into $venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pymodbus==$PYMODBUS_VERSION"
+fi
+echo "setup-test-deps: $venv has pymodbus $PYMODBUS_VERSION" >&2
