@@ -37,6 +37,9 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
 }
 
+/// How long shutdown waits for the journal writer to drain.
+const WRITER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
@@ -127,6 +130,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         commands,
         metrics,
         command_timeout: Duration::from_secs(10),
+        shutdown: shutdown.clone(),
     });
     let app = api::router(state);
     tracing::info!(site = %config.site.id, api = %format!("http://{api_address}/api/v1"),
@@ -137,8 +141,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .await;
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
-        // Every journal handle is gone now: the writer commits what it holds and stops.
-        let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        // Every journal handle is gone now: the writer commits what it holds and stops. A
+        // request still in flight may hold a handle a little longer; do not wait forever.
+        let writer = tokio::task::spawn_blocking(move || writer_thread.join());
+        if tokio::time::timeout(WRITER_STOP_TIMEOUT, writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the journal writer did not stop in time; committed events are safe");
+        }
         tracing::info!("agent stopped");
         served.map_err(AgentError::Io)
     });

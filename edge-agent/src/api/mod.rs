@@ -22,6 +22,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
 
 pub use self::catalog::{Catalog, DeviceView, PointView};
 use self::error::ApiError;
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// How long a command may wait for its device.
     pub command_timeout: Duration,
+    /// Cancelled when the agent stops; long-lived streams end on it.
+    pub shutdown: CancellationToken,
 }
 
 /// The whole HTTP surface.

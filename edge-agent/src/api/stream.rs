@@ -4,14 +4,15 @@
 //! Resuming: a client passes `?after=SEQ` with the last `seq` it processed and receives every
 //! later event, first from the journal, then live. Without `after` it receives only what is
 //! committed from now on. Nothing is skipped when the client is slow: if it falls behind the
-//! live bus, it catches up from the journal again.
+//! live bus, it catches up from the journal again. When the agent stops, the server closes
+//! the socket with code 1001 (going away); clients reconnect with `after`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use gatehouse_protocol::Event;
 use serde::Deserialize;
@@ -119,6 +120,11 @@ async fn serve(mut socket: WebSocket, state: &ApiState, after: u64) -> Result<()
                 Some(Ok(_)) => {}
             },
             _ = keepalive.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
+            () = state.shutdown.cancelled() => {
+                let close = CloseFrame { code: close_code::AWAY, reason: "the agent is stopping".into() };
+                socket.send(Message::Close(Some(close))).await?;
+                return Ok(());
+            }
         }
     }
 }

@@ -55,6 +55,7 @@ fn fixture() -> Fixture {
         commands,
         metrics,
         command_timeout: Duration::from_secs(5),
+        shutdown: shutdown.clone(),
     });
     Fixture {
         app: router(state),

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{JournalError, to_micros};
+use super::{JournalError, from_micros, to_micros};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::rules::{Firing, Rules};
@@ -218,7 +218,8 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &[Request]) -> Result<Committed, JournalError> {
-        let recorded_at = Timestamp::now();
+        // Stored with microsecond precision; publish exactly what is stored.
+        let recorded_at = from_micros(to_micros(Timestamp::now()));
         let transaction = self.connection.transaction()?;
         let mut committed = Committed::default();
         for request in batch {
