@@ -129,7 +129,11 @@ fn decode_words(point: &ModbusPointConfig, words: &[u16]) -> Result<Value, Codec
         DataType::I16 => f64::from(words[0] as i16),
         DataType::U32 => f64::from(join(words, point.word_order)),
         DataType::I32 => f64::from(join(words, point.word_order) as i32),
-        DataType::F32 => f64::from(f32::from_bits(join(words, point.word_order))),
+        // Widen through the shortest decimal form, so 21.3f32 reads 21.3, not 21.2999992370.
+        DataType::F32 => {
+            let single = f32::from_bits(join(words, point.word_order));
+            single.to_string().parse().unwrap_or(f64::from(single))
+        }
     };
     let scaled = raw * point.scale + point.offset;
     if !scaled.is_finite() {
@@ -297,6 +301,14 @@ mod tests {
         p.scale = 0.1;
         p.offset = -40.0;
         assert_eq!(decode(&p, 0, &Raw::Words(&[615])), Ok(Value::Float(21.5)));
+    }
+
+    #[test]
+    fn a_float_register_reads_as_its_shortest_decimal() {
+        let p = point(Table::HoldingRegister, 0, DataType::F32);
+        let bits = 21.3f32.to_bits();
+        let words = [(bits >> 16) as u16, bits as u16];
+        assert_eq!(decode(&p, 0, &Raw::Words(&words)), Ok(Value::Float(21.3)));
     }
 
     #[test]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Gatehouse needs to build and test, skipping those present.
+# Rust itself (cargo, rustc 1.95+) must already be installed (rustup).
+set -euo pipefail
+
+packages=(build-essential pkg-config python3 python3-venv ca-certificates curl)
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo is missing; install Rust 1.95 or newer with rustup first" >&2
+    exit 1
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

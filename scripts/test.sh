@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this):
+# installs what a fresh Debian machine lacks, checks formatting and lints, builds the
+# binaries the end-to-end tests drive, and runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+scripts/setup-test-deps.sh
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build" >&2
+cargo build --workspace --bins --locked
+echo "== tests" >&2
+cargo test --workspace --locked
