@@ -124,6 +124,42 @@ armed_only = true
     )
 }
 
+/// A device `id` with `count` u16 holding registers at addresses 0.., polled every 10 ms:
+/// with [`churn_registers`] it produces about `count` events per poll.
+pub fn busy_device(id: &str, address: SocketAddr, count: u16) -> String {
+    let mut text = format!(
+        r#"
+[[modbus.devices]]
+id = "{id}"
+address = "{address}"
+poll_interval_ms = 10
+timeout_ms = 500
+"#
+    );
+    for register in 0..count {
+        text.push_str(&format!(
+            "\n[[modbus.devices.points]]\nid = \"{id}.r{register}\"\ntable = \"holding_register\"\naddress = {register}\n"
+        ));
+    }
+    text
+}
+
+/// Changes holding registers 0..count of unit 1 every millisecond until `running` is false.
+pub async fn churn_registers(
+    sim: std::sync::Arc<crate::modbus_sim::ModbusSim>,
+    count: u16,
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut value: u16 = 0;
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        value = value.wrapping_add(1);
+        for register in 0..count {
+            sim.set_holding(1, register, value);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Where the agent binary is: `$GATEHOUSE_EDGE_BIN`, else the workspace's target folder.
 pub fn agent_binary() -> anyhow::Result<PathBuf> {
     if let Ok(path) = std::env::var("GATEHOUSE_EDGE_BIN") {

@@ -11,25 +11,6 @@ use gatehouse_hil_tests::harness::{self, ADMIN_TOKEN, AgentProcess, GUARD_TOKEN,
 use gatehouse_hil_tests::modbus_sim::ModbusSim;
 use serde_json::json;
 
-/// A device with `count` u16 holding registers at addresses 0.., polled every 10 ms.
-fn busy_device(address: SocketAddr, count: u16) -> String {
-    let mut text = format!(
-        r#"
-[[modbus.devices]]
-id = "busy"
-address = "{address}"
-poll_interval_ms = 10
-timeout_ms = 500
-"#
-    );
-    for register in 0..count {
-        text.push_str(&format!(
-            "\n[[modbus.devices.points]]\nid = \"busy.r{register}\"\ntable = \"holding_register\"\naddress = {register}\n"
-        ));
-    }
-    text
-}
-
 #[tokio::test]
 async fn kill_9_during_a_burst_loses_no_event_a_client_was_shown() -> anyhow::Result<()> {
     let sim = Arc::new(ModbusSim::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
@@ -39,7 +20,7 @@ async fn kill_9_during_a_burst_loses_no_event_a_client_was_shown() -> anyhow::Re
     let config = format!(
         "{}{}{}{}",
         harness::site_header(port, &folder.path().join("journal.db")),
-        busy_device(sim.addr(), 100),
+        harness::busy_device("busy", sim.addr(), 100),
         harness::door_device("io", sim.addr(), 50),
         harness::door_rule("io"),
     );
@@ -66,19 +47,7 @@ async fn kill_9_during_a_burst_loses_no_event_a_client_was_shown() -> anyhow::Re
 
     // The burst: every register changes every millisecond, so each poll yields ~100 events.
     let running = Arc::new(AtomicBool::new(true));
-    let burst = {
-        let (sim, running) = (sim.clone(), running.clone());
-        tokio::spawn(async move {
-            let mut value: u16 = 0;
-            while running.load(Ordering::Relaxed) {
-                value = value.wrapping_add(1);
-                for register in 0..100 {
-                    sim.set_holding(1, register, value);
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
+    let burst = tokio::spawn(harness::churn_registers(sim.clone(), 100, running.clone()));
     let mut stream = StreamClient::connect(agent.api, GUARD_TOKEN, Some(0)).await?;
     let mut shown = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_millis(1500);
