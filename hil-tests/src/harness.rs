@@ -21,6 +21,13 @@ pub const ADMIN_TOKEN: &str = "test-token-admin";
 pub const GUARD_TOKEN: &str = "test-token-guard";
 pub const INTEGRATOR_TOKEN: &str = "test-token-integrator";
 
+/// Our simulator on a free loopback port, serving unit 1.
+pub async fn simulator() -> anyhow::Result<crate::modbus_sim::ModbusSim> {
+    let sim = crate::modbus_sim::ModbusSim::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    sim.add_unit(1);
+    Ok(sim)
+}
+
 /// A free TCP port on loopback (released before use; fine for tests).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -193,6 +200,14 @@ impl AgentProcess {
         let path = folder.join("site.toml");
         std::fs::write(&path, config)?;
         Self::start_with(&path, api_port).await
+    }
+
+    /// Starts the agent on a free port with [`site_header`] followed by `devices_and_rules`,
+    /// its journal in `folder`.
+    pub async fn start_site(folder: &Path, devices_and_rules: &str) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let header = site_header(port, &folder.join("journal.db"));
+        Self::start(folder, &format!("{header}{devices_and_rules}"), port).await
     }
 
     /// Starts the agent on an existing config file (a restart).

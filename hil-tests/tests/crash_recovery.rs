@@ -2,29 +2,24 @@
 //! the journal after a restart, unchanged, and sequence numbers are never reused.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gatehouse_hil_tests::harness::{self, ADMIN_TOKEN, AgentProcess, GUARD_TOKEN, StreamClient};
-use gatehouse_hil_tests::modbus_sim::ModbusSim;
 use serde_json::json;
 
 #[tokio::test]
 async fn kill_9_during_a_burst_loses_no_event_a_client_was_shown() -> anyhow::Result<()> {
-    let sim = Arc::new(ModbusSim::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
-    sim.add_unit(1);
+    let sim = Arc::new(harness::simulator().await?);
     let folder = tempfile::tempdir()?;
-    let port = harness::free_port()?;
     let config = format!(
-        "{}{}{}{}",
-        harness::site_header(port, &folder.path().join("journal.db")),
+        "{}{}{}",
         harness::busy_device("busy", sim.addr(), 100),
         harness::door_device("io", sim.addr(), 50),
         harness::door_rule("io"),
     );
-    let mut agent = AgentProcess::start(folder.path(), &config, port).await?;
+    let mut agent = AgentProcess::start_site(folder.path(), &config).await?;
 
     // Something acknowledged over REST before the crash: an incident, acknowledged.
     let guard = agent.api(GUARD_TOKEN);
@@ -74,7 +69,7 @@ async fn kill_9_during_a_burst_loses_no_event_a_client_was_shown() -> anyhow::Re
         "the stream was in order"
     );
 
-    let agent = AgentProcess::start_with(&agent.config, port).await?;
+    let agent = AgentProcess::start_with(&agent.config, agent.api.port()).await?;
     let admin = agent.api(ADMIN_TOKEN);
     let stored: HashMap<u64, _> = admin
         .all_events("")
@@ -115,16 +110,10 @@ async fn kill_9_during_a_burst_loses_no_event_a_client_was_shown() -> anyhow::Re
 #[tokio::test]
 async fn sigterm_stops_the_agent_cleanly_and_a_resuming_client_misses_nothing() -> anyhow::Result<()>
 {
-    let sim = ModbusSim::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    sim.add_unit(1);
+    let sim = harness::simulator().await?;
     let folder = tempfile::tempdir()?;
-    let port = harness::free_port()?;
-    let config = format!(
-        "{}{}",
-        harness::site_header(port, &folder.path().join("journal.db")),
-        harness::door_device("io", sim.addr(), 20),
-    );
-    let mut agent = AgentProcess::start(folder.path(), &config, port).await?;
+    let config = harness::door_device("io", sim.addr(), 20);
+    let mut agent = AgentProcess::start_site(folder.path(), &config).await?;
     let mut stream = StreamClient::connect(agent.api, GUARD_TOKEN, Some(0)).await?;
     let (first, _) = stream
         .wait_for(Duration::from_secs(10), |e| {
@@ -141,7 +130,7 @@ async fn sigterm_stops_the_agent_cleanly_and_a_resuming_client_misses_nothing() 
     // Changes while the agent is down are seen after restart; a client resuming from the
     // last seq it had gets everything after it, in order, without repeats.
     sim.set_input(1, 10, 99);
-    let agent = AgentProcess::start_with(&agent.config, port).await?;
+    let agent = AgentProcess::start_with(&agent.config, agent.api.port()).await?;
     let mut resumed = StreamClient::connect(agent.api, GUARD_TOKEN, Some(first.seq)).await?;
     let (seen, before) = resumed
         .wait_for(Duration::from_secs(10), |e| {

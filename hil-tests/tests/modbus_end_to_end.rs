@@ -7,18 +7,12 @@ use gatehouse_hil_tests::harness::{
     self, ADMIN_TOKEN, AgentProcess, GUARD_TOKEN, INTEGRATOR_TOKEN, StreamClient, device_status,
     incident_change, is_observation,
 };
-use gatehouse_hil_tests::modbus_sim::{ExceptionCode, ModbusSim, Mode, Table};
+use gatehouse_hil_tests::modbus_sim::{ExceptionCode, Mode, Table};
 use gatehouse_hil_tests::pymodbus_peer::PymodbusPeer;
 use gatehouse_protocol::{DeviceStatus, EventBody, IncidentChange, Quality, Value};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-async fn simulator() -> anyhow::Result<ModbusSim> {
-    let sim = ModbusSim::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    sim.add_unit(1);
-    Ok(sim)
-}
 
 /// A register change on the device → journal → rule → incident on the stream → ack and
 /// resolve over REST, which the stream shows too.
@@ -27,14 +21,12 @@ async fn door_alarm_round_trip(
     open_door: impl AsyncFnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let folder = tempfile::tempdir()?;
-    let port = harness::free_port()?;
     let config = format!(
-        "{}{}{}",
-        harness::site_header(port, &folder.path().join("journal.db")),
+        "{}{}",
         harness::door_device("io", device, 50),
         harness::door_rule("io"),
     );
-    let agent = AgentProcess::start(folder.path(), &config, port).await?;
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let guard = agent.api(GUARD_TOKEN);
     guard
         .wait_for("/api/v1/points/io.door", WAIT, |p| {
@@ -99,7 +91,7 @@ async fn door_alarm_round_trip(
 #[tokio::test]
 async fn a_door_opening_on_our_simulator_raises_an_incident_that_is_handled_over_rest()
 -> anyhow::Result<()> {
-    let sim = simulator().await?;
+    let sim = harness::simulator().await?;
     let handle = &sim;
     door_alarm_round_trip(sim.addr(), async move || {
         handle.set_discrete(1, 0, true);
@@ -118,7 +110,7 @@ async fn a_door_opening_on_a_pymodbus_device_raises_an_incident_that_is_handled_
 
 #[tokio::test]
 async fn values_decode_and_commands_reach_the_device_on_both_peers() -> anyhow::Result<()> {
-    let sim = simulator().await?;
+    let sim = harness::simulator().await?;
     let peer = PymodbusPeer::start()?;
     sim.set_holding_f32(1, 0, 21.5);
     sim.set_input(1, 10, 42);
@@ -127,14 +119,12 @@ async fn values_decode_and_commands_reach_the_device_on_both_peers() -> anyhow::
     peer.set_hr(1, 0)?;
     peer.set_ir(10, 42)?;
     let folder = tempfile::tempdir()?;
-    let port = harness::free_port()?;
     let config = format!(
-        "{}{}{}",
-        harness::site_header(port, &folder.path().join("journal.db")),
+        "{}{}",
         harness::door_device("sim", sim.addr(), 50),
         harness::door_device("py", peer.addr(), 50),
     );
-    let agent = AgentProcess::start(folder.path(), &config, port).await?;
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let integrator = agent.api(INTEGRATOR_TOKEN);
     for device in ["sim", "py"] {
         integrator
@@ -171,15 +161,10 @@ async fn values_decode_and_commands_reach_the_device_on_both_peers() -> anyhow::
 #[tokio::test]
 async fn a_device_that_goes_away_is_reported_offline_and_polled_again_when_back()
 -> anyhow::Result<()> {
-    let sim = simulator().await?;
+    let sim = harness::simulator().await?;
     let folder = tempfile::tempdir()?;
-    let port = harness::free_port()?;
-    let config = format!(
-        "{}{}",
-        harness::site_header(port, &folder.path().join("journal.db")),
-        harness::door_device("io", sim.addr(), 50),
-    );
-    let agent = AgentProcess::start(folder.path(), &config, port).await?;
+    let config = harness::door_device("io", sim.addr(), 50);
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let guard = agent.api(GUARD_TOKEN);
     guard
         .wait_for("/api/v1/devices/io", WAIT, |d| d["status"] == "online")
@@ -224,7 +209,7 @@ async fn a_device_that_goes_away_is_reported_offline_and_polled_again_when_back(
 #[tokio::test]
 async fn modbus_exceptions_become_bad_quality_with_the_reason_and_the_device_stays_online()
 -> anyhow::Result<()> {
-    let sim = simulator().await?;
+    let sim = harness::simulator().await?;
     sim.set_exception_range(
         1,
         Table::InputRegisters,
@@ -233,7 +218,6 @@ async fn modbus_exceptions_become_bad_quality_with_the_reason_and_the_device_sta
     );
     let peer = PymodbusPeer::start()?;
     let folder = tempfile::tempdir()?;
-    let port = harness::free_port()?;
     // pymodbus answers IllegalDataAddress past the end of its data block.
     let beyond = r#"
 [[modbus.devices.points]]
@@ -242,12 +226,11 @@ table = "holding_register"
 address = 60000
 "#;
     let config = format!(
-        "{}{}{}{beyond}",
-        harness::site_header(port, &folder.path().join("journal.db")),
+        "{}{}{beyond}",
         harness::door_device("sim", sim.addr(), 50),
         harness::door_device("py", peer.addr(), 50),
     );
-    let agent = AgentProcess::start(folder.path(), &config, port).await?;
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let guard = agent.api(GUARD_TOKEN);
     for point in ["sim.count", "py.beyond"] {
         let body = guard
@@ -281,19 +264,17 @@ address = 60000
 #[tokio::test]
 async fn silent_and_garbage_devices_go_offline_without_stalling_a_healthy_one() -> anyhow::Result<()>
 {
-    let silent = simulator().await?;
-    let garbage = simulator().await?;
-    let healthy = simulator().await?;
+    let silent = harness::simulator().await?;
+    let garbage = harness::simulator().await?;
+    let healthy = harness::simulator().await?;
     let folder = tempfile::tempdir()?;
-    let port = harness::free_port()?;
     let config = format!(
-        "{}{}{}{}",
-        harness::site_header(port, &folder.path().join("journal.db")),
+        "{}{}{}",
         harness::door_device("silent", silent.addr(), 50),
         harness::door_device("garbage", garbage.addr(), 50),
         harness::door_device("healthy", healthy.addr(), 50),
     );
-    let agent = AgentProcess::start(folder.path(), &config, port).await?;
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let admin = agent.api(ADMIN_TOKEN);
     for device in ["silent", "garbage", "healthy"] {
         admin

@@ -1,26 +1,18 @@
 //! The stream under load: a client that stops reading falls behind the live bus and is caught
 //! up from the journal, without a gap or a repeat.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gatehouse_hil_tests::harness::{self, ADMIN_TOKEN, AgentProcess, GUARD_TOKEN, StreamClient};
-use gatehouse_hil_tests::modbus_sim::ModbusSim;
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_caught_up_without_gaps() -> anyhow::Result<()> {
-    let sim = Arc::new(ModbusSim::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
-    sim.add_unit(1);
+    let sim = Arc::new(harness::simulator().await?);
     let folder = tempfile::tempdir()?;
-    let port = harness::free_port()?;
-    let config = format!(
-        "{}{}",
-        harness::site_header(port, &folder.path().join("journal.db")),
-        harness::busy_device("busy", sim.addr(), 100),
-    );
-    let agent = AgentProcess::start(folder.path(), &config, port).await?;
+    let config = harness::busy_device("busy", sim.addr(), 100);
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let mut stream = StreamClient::connect(agent.api, GUARD_TOKEN, Some(0)).await?;
     let first = stream
         .next_event(Duration::from_secs(10))
