@@ -96,6 +96,15 @@ mod tests {
     }
 
     #[test]
+    fn floats_come_back_exactly() {
+        for x in [0.1, 21.3, 1.4877577387945792e-38, f64::MAX, -0.0, 1e-300] {
+            let json = serde_json::to_string(&Value::Float(x)).unwrap_or_default();
+            let back: Value = serde_json::from_str(&json).unwrap_or(Value::Text(json.clone()));
+            assert_eq!(back, Value::Float(x), "{json}");
+        }
+    }
+
+    #[test]
     fn quality_carries_its_reason() {
         let json = serde_json::to_string(&Quality::bad("illegal data address")).unwrap_or_default();
         assert_eq!(json, r#"{"status":"bad","reason":"illegal data address"}"#);
