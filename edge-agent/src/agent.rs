@@ -1,6 +1,7 @@
 //! Wiring: builds the journal, the adapters and the API from a config and runs them until
 //! shutdown. The binary is a thin shell around [`start`]; tests and harnesses call it too.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +36,12 @@ pub enum AgentError {
     },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the journal writer stopped unexpectedly (see the log); the agent cannot record")]
+    WriterStopped,
 }
 
-/// How long shutdown waits for the journal writer to drain.
-const WRITER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for adapters, and then for the journal writer, to finish.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
@@ -77,10 +80,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         journal::open_for_writing(&path, config.journal.synchronous == Synchronous::Full)
             .map_err(journal_error)?;
     let reader = Reader::new(path.clone());
-    let (latest, last_seq) = reader
+    let mut rules = Rules::from_config(&config);
+    let watched = rules.points();
+    let (latest, latest_good, last_seq) = reader
         .run_blocking(|connection| {
             Ok((
                 query::latest_states(connection)?,
+                query::latest_good_observations(connection, &watched)?,
                 query::last_seq(connection)?,
             ))
         })
@@ -89,8 +95,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         live.apply(event);
     }
     live.set_last_seq(last_seq);
-    let mut rules = Rules::from_config(&config);
-    rules.prime(&latest);
+    rules.prime(&latest_good);
     tracing::info!(path = %path.display(), last_seq, "journal open");
 
     let settings = WriterSettings {
@@ -111,7 +116,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .iter()
         .map(|device| Arc::new(ModbusDevice::new(device.clone())) as Arc<dyn Adapter>)
         .collect();
-    let commands = adapters::start(devices, &journal, &metrics, &shutdown, &mut tasks);
+    let commands = adapters::start(devices, &journal, &live, &metrics, &shutdown, &mut tasks);
     tasks.spawn(retention(journal.clone(), shutdown.clone()));
 
     let listener = TcpListener::bind(config.api.listen)
@@ -129,29 +134,37 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         journal,
         commands,
         metrics,
-        command_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_millis(config.api.command_timeout_ms),
         shutdown: shutdown.clone(),
+        stream_slots: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAM_CLIENTS)),
     });
     let app = api::router(state);
     tracing::info!(site = %config.site.id, api = %format!("http://{api_address}/api/v1"),
         devices = config.modbus.devices.len(), rules = config.rules.len(), "agent started");
+    let mut writer = tokio::task::spawn_blocking(move || writer_thread.join());
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+            .into_future();
+        let result = tokio::select! {
+            served = serve => served.map_err(AgentError::Io),
+            // The writer ends only when every handle is gone, so this is a crash.
+            _ = &mut writer => Err(AgentError::WriterStopped),
+        };
         shutdown.cancel();
-        while tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(STOP_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        });
+        if drained.await.is_err() {
+            tracing::warn!("adapters did not stop in time");
+        }
         // Every journal handle is gone now: the writer commits what it holds and stops. A
         // request still in flight may hold a handle a little longer; do not wait forever.
-        let writer = tokio::task::spawn_blocking(move || writer_thread.join());
-        if tokio::time::timeout(WRITER_STOP_TIMEOUT, writer)
-            .await
-            .is_err()
-        {
+        if !writer.is_finished() && tokio::time::timeout(STOP_TIMEOUT, writer).await.is_err() {
             tracing::warn!("the journal writer did not stop in time; committed events are safe");
         }
         tracing::info!("agent stopped");
-        served.map_err(AgentError::Io)
+        result
     });
     Ok(Running { api_address, task })
 }
@@ -163,8 +176,11 @@ async fn retention(journal: journal::JournalHandle, shutdown: CancellationToken)
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {
-                if let Err(error) = journal.maintain().await {
-                    tracing::error!(%error, "journal retention failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    result = journal.maintain() => if let Err(error) = result {
+                        tracing::error!(%error, "journal retention failed");
+                    },
                 }
             }
         }

@@ -107,8 +107,17 @@ pub enum Synchronous {
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
+    /// How long a command waits for its device to confirm (1,000 to 120,000).
+    #[serde(default = "ApiConfig::default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+}
+
+impl ApiConfig {
+    fn default_command_timeout_ms() -> u64 {
+        10_000
+    }
 }
 
 /// An API user: a bearer token (stored as its SHA-256) with a role.
@@ -139,7 +148,7 @@ pub struct RuleConfig {
     pub title: String,
     pub severity: Severity,
     pub point: Spanned<PointId>,
-    pub when: Condition,
+    pub when: Spanned<Condition>,
     /// The zone whose arming matters; defaults to the point's zone.
     #[serde(default)]
     pub zone: Option<Spanned<ZoneId>>,
@@ -158,6 +167,34 @@ pub enum Condition {
     Above(f64),
     /// The value is strictly below this number.
     Below(f64),
+}
+
+/// Whether a condition can ever hold for a point of `kind`; a rule that cannot fire is a
+/// silent hole in a site's security, so it is refused.
+fn check_condition(condition: &Condition, kind: ValueKind) -> Result<(), String> {
+    let point_is = kind.describe();
+    match condition {
+        Condition::Above(limit) | Condition::Below(limit) => {
+            if !limit.is_finite() {
+                Err(format!("the threshold {limit} is not a finite number"))
+            } else if kind == ValueKind::Bool {
+                Err(format!(
+                    "the point is {point_is}; use `equals = true` or `equals = false`"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Condition::Equals(value) => match (value, kind) {
+            (toml::Value::Boolean(_), ValueKind::Bool)
+            | (toml::Value::Integer(_), ValueKind::Integer | ValueKind::Number) => Ok(()),
+            (toml::Value::Float(x), ValueKind::Number) if x.is_finite() => Ok(()),
+            (toml::Value::Float(x), ValueKind::Integer) if x.fract() == 0.0 => Ok(()),
+            (other, _) => Err(format!(
+                "`equals = {other}` can never match: the point is {point_is}"
+            )),
+        },
+    }
 }
 
 /// Every problem found in a config file, each with its position.
@@ -250,6 +287,25 @@ pub struct PointInfo {
     pub device: DeviceId,
     pub zone: Option<ZoneId>,
     pub writable: bool,
+    pub kind: ValueKind,
+}
+
+/// What kind of value a point yields, for checking rules against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Bool,
+    Integer,
+    Number,
+}
+
+impl ValueKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ValueKind::Bool => "a boolean",
+            ValueKind::Integer => "an integer",
+            ValueKind::Number => "a number",
+        }
+    }
 }
 
 impl Config {
@@ -293,11 +349,26 @@ impl Config {
 
     fn validate(&self, problems: &mut Problems<'_>) {
         let zones = self.validate_zones(problems);
-        let points = self.modbus.validate(&zones, problems);
+        let points = self
+            .modbus
+            .validate(&zones, self.api.command_timeout_ms, problems);
         self.validate_users(problems);
         self.validate_rules(&zones, &points, problems);
-        if self.journal.batch_max_events == 0 {
-            problems.global("journal.batch_max_events must be at least 1");
+        let journal = &self.journal;
+        if !(1..=100_000).contains(&journal.batch_max_events) {
+            problems.global("journal.batch_max_events must be between 1 and 100000");
+        }
+        if journal.retention_max_age_days > 36_500 {
+            problems.global(
+                "journal.retention_max_age_days must be at most 36500 (0 keeps events forever)",
+            );
+        }
+        if journal.retention_max_megabytes > 1_048_576 {
+            problems
+                .global("journal.retention_max_megabytes must be at most 1048576 (0 for no limit)");
+        }
+        if !(1_000..=120_000).contains(&self.api.command_timeout_ms) {
+            problems.global("api.command_timeout_ms must be between 1000 and 120000");
         }
     }
 
@@ -366,6 +437,14 @@ impl Config {
                         rule.id.get_ref(),
                         rule.point.get_ref()
                     ),
+                );
+            }
+            if let Some(point) = point
+                && let Err(message) = check_condition(rule.when.get_ref(), point.kind)
+            {
+                problems.at(
+                    rule.when.span(),
+                    format!("rule `{}`: {message}", rule.id.get_ref()),
                 );
             }
             if let Some(zone) = &rule.zone
@@ -502,6 +581,111 @@ when = {{ equals = true }}
             found[2].position.map(|p| p.0),
             Some(line_of(&source, "no.such.point"))
         );
+    }
+
+    #[test]
+    fn rules_that_could_never_fire_are_refused() {
+        let device = r#"
+[[modbus.devices]]
+id = "plc"
+address = "127.0.0.1:502"
+[[modbus.devices.points]]
+id = "door"
+table = "discrete_input"
+address = 0
+[[modbus.devices.points]]
+id = "temp"
+table = "holding_register"
+address = 1
+type = "f32"
+[[modbus.devices.points]]
+id = "count"
+table = "input_register"
+address = 3
+"#;
+        let rule = |point: &str, when: &str| {
+            format!(
+                "[[rules]]\nid = \"r\"\ntitle = \"R\"\nseverity = \"low\"\npoint = \"{point}\"\nwhen = {when}\n"
+            )
+        };
+        let refused = [
+            ("door", "{ above = 1.0 }", "use `equals = true`"),
+            ("door", "{ equals = \"open\" }", "can never match"),
+            ("temp", "{ equals = true }", "can never match"),
+            ("temp", "{ above = nan }", "not a finite number"),
+            ("count", "{ equals = 2.5 }", "can never match"),
+            ("count", "{ equals = [1] }", "can never match"),
+        ];
+        for (point, when, expected) in refused {
+            let source = format!("{MINIMAL}{device}{}", rule(point, when));
+            let found = problems(&source);
+            assert_eq!(found.len(), 1, "{point} {when}: {found:?}");
+            assert!(
+                found[0].message.contains(expected),
+                "{point} {when}: {found:?}"
+            );
+            assert_eq!(
+                found[0].position.map(|p| p.0),
+                Some(line_of(&source, "when ="))
+            );
+        }
+        let accepted = [
+            ("door", "{ equals = false }"),
+            ("temp", "{ below = -5 }"),
+            ("temp", "{ equals = 21 }"),
+            ("count", "{ equals = 3 }"),
+            ("count", "{ above = 2.5 }"),
+        ];
+        for (point, when) in accepted {
+            let source = format!("{MINIMAL}{device}{}", rule(point, when));
+            assert!(Config::parse(&source).is_ok(), "{point} {when}");
+        }
+    }
+
+    #[test]
+    fn values_that_would_break_at_runtime_are_refused() {
+        let cases = [
+            ("[journal]\nbatch_max_events = 0\n", "batch_max_events"),
+            (
+                "[journal]\nbatch_max_events = 1000000\n",
+                "batch_max_events",
+            ),
+            (
+                "[journal]\nretention_max_age_days = 100000000\n",
+                "retention_max_age_days",
+            ),
+            (
+                "[journal]\nretention_max_megabytes = 99999999999\n",
+                "retention_max_megabytes",
+            ),
+        ];
+        for (section, expected) in cases {
+            let found = problems(&format!("{MINIMAL}{section}"));
+            assert!(
+                found.iter().any(|p| p.message.contains(expected)),
+                "{section}: {found:?}"
+            );
+        }
+        let device = |settings: &str| {
+            format!(
+                "{MINIMAL}[[modbus.devices]]\nid = \"d\"\naddress = \"127.0.0.1:502\"\n{settings}\n[[modbus.devices.points]]\nid = \"p\"\ntable = \"coil\"\naddress = 0\n"
+            )
+        };
+        let devices = [
+            ("unit_id = 0", "broadcast"),
+            ("timeout_ms = 10000", "below api.command_timeout_ms"),
+            ("poll_interval_ms = 5", "poll_interval_ms"),
+            ("reconnect_initial_ms = 1", "reconnect_initial_ms"),
+        ];
+        for (settings, expected) in devices {
+            let found = problems(&device(settings));
+            assert!(
+                found.iter().any(|p| p.message.contains(expected)),
+                "{settings}: {found:?}"
+            );
+        }
+        let port_zero = device("").replace("127.0.0.1:502", "127.0.0.1:0");
+        assert!(problems(&port_zero)[0].message.contains("port 0"));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Live {
     devices: RwLock<HashMap<DeviceId, DeviceState>>,
     last_seq: AtomicU64,
     bus: broadcast::Sender<Arc<Event>>,
+    /// Why and since when the journal cannot commit, while it cannot.
+    journal_failing: RwLock<Option<(String, Timestamp)>>,
 }
 
 impl Default for Live {
@@ -47,6 +49,7 @@ impl Default for Live {
             devices: RwLock::default(),
             last_seq: AtomicU64::new(0),
             bus: broadcast::channel(BUS_CAPACITY).0,
+            journal_failing: RwLock::default(),
         }
     }
 }
@@ -109,6 +112,29 @@ impl Live {
     /// The newest seq published.
     pub fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Records that commits fail (`Some(reason)`) or work again (`None`).
+    pub fn set_journal_failing(&self, reason: Option<String>) {
+        if reason.is_none() && self.journal_failing().is_none() {
+            return; // the common case, without a write lock
+        }
+        if let Ok(mut failing) = self.journal_failing.write() {
+            match reason {
+                None => *failing = None,
+                Some(reason) => {
+                    let since = failing
+                        .as_ref()
+                        .map_or_else(Timestamp::now, |(_, since)| *since);
+                    *failing = Some((reason, since));
+                }
+            }
+        }
+    }
+
+    /// Why and since when commits fail, if they do.
+    pub fn journal_failing(&self) -> Option<(String, Timestamp)> {
+        self.journal_failing.read().ok()?.clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {

@@ -60,7 +60,7 @@ impl Rules {
                 id: rule.id.get_ref().clone(),
                 title: rule.title.clone(),
                 severity: rule.severity,
-                condition: rule.when.clone(),
+                condition: rule.when.get_ref().clone(),
                 zone: config.rule_zone(rule),
                 armed_only: rule.armed_only,
                 active: false,
@@ -74,7 +74,12 @@ impl Rules {
         rules
     }
 
-    /// Takes the last known values (from the journal) as the starting point, so a restart
+    /// The points the rules watch.
+    pub fn points(&self) -> Vec<PointId> {
+        self.by_point.keys().cloned().collect()
+    }
+
+    /// Takes the last good values (from the journal) as the starting point, so a restart
     /// does not raise again what was already raised.
     pub fn prime(&mut self, latest: &[Event]) {
         for event in latest {

@@ -177,14 +177,44 @@ pub fn agent_binary() -> anyhow::Result<PathBuf> {
         PathBuf::from,
     );
     let path = target.join("debug/gatehouse-edge");
-    if !path.exists() {
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .with_context(|| {
+            format!(
+                "{} is missing: build the agent first with `cargo build -p gatehouse-edge` \
+                 (scripts/test.sh does), or set GATEHOUSE_EDGE_BIN",
+                path.display()
+            )
+        })?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources = [
+        workspace.join("edge-agent/src"),
+        workspace.join("protocol/src"),
+    ];
+    if newest_source(&sources).is_some_and(|source| source > built) {
         bail!(
-            "{} is missing: build the agent first with `cargo build -p gatehouse-edge` \
-             (scripts/test.sh does), or set GATEHOUSE_EDGE_BIN",
+            "{} is older than its sources: rebuild it with `cargo build -p gatehouse-edge`",
             path.display()
         );
     }
     Ok(path)
+}
+
+/// The newest modification time of the files below `folders`.
+fn newest_source(folders: &[PathBuf]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut pending: Vec<PathBuf> = folders.to_vec();
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(Some(modified));
+            }
+        }
+    }
+    newest
 }
 
 /// The agent running as a child process.
@@ -252,6 +282,11 @@ impl AgentProcess {
     /// The agent's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+
+    /// The agent's process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no shutdown, no flush.

@@ -225,13 +225,39 @@ id = "py.beyond"
 table = "holding_register"
 address = 60000
 "#;
+    // Holding registers 0-1 (temperature) and 4 (spare) are read in one request, but the
+    // device refuses its hole at 2-3: the agent must fall back to reading them one by one.
+    sim.set_exception_range(
+        1,
+        Table::HoldingRegisters,
+        2..=3,
+        ExceptionCode::IllegalDataAddress,
+    );
+    sim.set_holding_f32(1, 0, 19.5);
+    sim.set_holding(1, 4, 44);
+    let spare = r#"
+[[modbus.devices.points]]
+id = "sim.spare"
+table = "holding_register"
+address = 4
+"#;
     let config = format!(
-        "{}{}{beyond}",
-        harness::door_device("sim", sim.addr(), 50),
+        "{}{beyond}{}{spare}",
         harness::door_device("py", peer.addr(), 50),
+        harness::door_device("sim", sim.addr(), 50),
     );
     let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let guard = agent.api(GUARD_TOKEN);
+    guard
+        .wait_for("/api/v1/points/sim.spare", WAIT, |p| {
+            p["value"] == json!(44)
+        })
+        .await?;
+    guard
+        .wait_for("/api/v1/points/sim.temperature", WAIT, |p| {
+            p["value"] == json!(19.5)
+        })
+        .await?;
     for point in ["sim.count", "py.beyond"] {
         let body = guard
             .wait_for(&format!("/api/v1/points/{point}"), WAIT, |p| {
@@ -285,6 +311,7 @@ async fn silent_and_garbage_devices_go_offline_without_stalling_a_healthy_one() 
     }
     silent.set_mode(Mode::Silent);
     garbage.set_mode(Mode::Garbage);
+    let mut stream = StreamClient::connect(agent.api, GUARD_TOKEN, None).await?;
     let body = admin
         .wait_for("/api/v1/devices/silent", WAIT, |d| d["status"] == "offline")
         .await?;
@@ -303,6 +330,17 @@ async fn silent_and_garbage_devices_go_offline_without_stalling_a_healthy_one() 
     assert!(
         body["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{body}"
+    );
+    // A device that accepts connections but never answers stays offline: it is not
+    // reported online on every reconnect.
+    let flapped = stream
+        .wait_for(Duration::from_secs(3), |e| {
+            device_status(e, "silent") == Some(DeviceStatus::Online)
+        })
+        .await;
+    assert!(
+        flapped.is_err(),
+        "the silent device was reported online: {flapped:?}"
     );
     // The healthy device is still polled: a change shows up promptly.
     for value in [true, false, true] {
@@ -344,5 +382,71 @@ async fn silent_and_garbage_devices_go_offline_without_stalling_a_healthy_one() 
     }
     let quality = admin.get("/api/v1/points/silent.door").await?.1;
     assert_eq!(quality["quality"], serde_json::to_value(Quality::Good)?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_a_restart_an_unreachable_device_is_offline_and_its_points_stale()
+-> anyhow::Result<()> {
+    let sim = harness::simulator().await?;
+    let folder = tempfile::tempdir()?;
+    let config = format!(
+        "{}{}",
+        harness::door_device("io", sim.addr(), 50),
+        harness::door_rule("io")
+    );
+    let mut agent = AgentProcess::start_site(folder.path(), &config).await?;
+    let guard = agent.api(GUARD_TOKEN);
+    sim.set_discrete(1, 0, true);
+    guard
+        .wait_for("/api/v1/incidents", WAIT, |p| {
+            p["items"].as_array().is_some_and(|i| i.len() == 1)
+        })
+        .await?;
+    agent.kill9()?;
+
+    // The device dies while the agent is down; the agent comes back without it.
+    sim.go_away().await;
+    let agent = AgentProcess::start_with(&agent.config, agent.api.port()).await?;
+    let guard = agent.api(GUARD_TOKEN);
+    let door = guard
+        .wait_for("/api/v1/points/io.door", WAIT, |p| {
+            p["quality"]["status"] == "stale"
+        })
+        .await?;
+    assert_eq!(
+        door["value"],
+        json!(true),
+        "the last known value is kept: {door}"
+    );
+    let device = guard.get("/api/v1/devices/io").await?.1;
+    assert_eq!(device["status"], "offline", "{device}");
+
+    // It comes back with the door still open: the same state, so no second incident.
+    sim.come_back().await?;
+    guard
+        .wait_for("/api/v1/points/io.door", WAIT, |p| {
+            p["quality"]["status"] == "good"
+        })
+        .await?;
+    let incidents = guard.get("/api/v1/incidents").await?.1;
+    assert_eq!(
+        incidents["items"].as_array().map(Vec::len),
+        Some(1),
+        "{incidents}"
+    );
+    // Closing and opening again is a new alarm.
+    sim.set_discrete(1, 0, false);
+    guard
+        .wait_for("/api/v1/points/io.door", WAIT, |p| {
+            p["value"] == json!(false)
+        })
+        .await?;
+    sim.set_discrete(1, 0, true);
+    guard
+        .wait_for("/api/v1/incidents", WAIT, |p| {
+            p["items"].as_array().is_some_and(|i| i.len() == 2)
+        })
+        .await?;
     Ok(())
 }

@@ -21,6 +21,9 @@ pub struct CommandRequest {
 pub enum CommandOutcome {
     /// The device confirmed the write.
     Done,
-    /// The write failed; `reason` says why (exception, timeout, device offline).
+    /// The write was not carried out; `reason` says why (exception, device offline, expired).
     Failed { reason: String },
+    /// The request went out but the device did not confirm (timeout, broken link): the write
+    /// may or may not have taken effect. Read the point to know.
+    Unconfirmed { reason: String },
 }

@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::JournalHandle;
+use crate::live::Live;
 use crate::metrics::Metrics;
 
 /// A command on its way to an adapter, with the slot for its outcome.
@@ -29,21 +30,45 @@ use crate::metrics::Metrics;
 pub struct CommandEnvelope {
     pub request: CommandRequest,
     pub requested_by: String,
-    pub reply: oneshot::Sender<CommandOutcome>,
+    /// After this instant the requester has given up: the command must not be carried out.
+    pub deadline: tokio::time::Instant,
+    /// Answered with the outcome and the seq of its journal record, once committed.
+    pub reply: oneshot::Sender<(CommandOutcome, u64)>,
+}
+
+impl CommandEnvelope {
+    /// Whether the requester is gone or its deadline passed.
+    pub fn expired(&self) -> bool {
+        self.reply.is_closed() || tokio::time::Instant::now() >= self.deadline
+    }
 }
 
 /// What an adapter is given to run.
 pub struct AdapterContext {
     pub journal: JournalHandle,
+    /// The last committed state, to start from what the journal already says.
+    pub live: Arc<Live>,
     pub commands: Arc<Mutex<mpsc::Receiver<CommandEnvelope>>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
 }
 
 impl AdapterContext {
-    /// Sends an event to the journal; false when the journal is gone (shutting down).
+    /// Sends an event to the journal; false when the agent is stopping or the journal is
+    /// gone. Waits while the journal is saturated, but not past shutdown.
     pub async fn emit(&self, body: EventBody) -> bool {
-        self.journal.append(body).await.is_ok()
+        tokio::select! {
+            sent = self.journal.append(body) => sent.is_ok(),
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Sends an event and waits until it is committed; its seq, or None on shutdown.
+    pub async fn emit_committed(&self, body: EventBody) -> Option<u64> {
+        tokio::select! {
+            seq = self.journal.append_committed(body) => seq.ok(),
+            () = self.shutdown.cancelled() => None,
+        }
     }
 }
 
@@ -121,6 +146,7 @@ impl Backoff {
 pub fn start(
     adapters: Vec<Arc<dyn Adapter>>,
     journal: &JournalHandle,
+    live: &Arc<Live>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -131,6 +157,7 @@ pub fn start(
         routes.insert(adapter.device().clone(), sender);
         let context = AdapterContext {
             journal: journal.clone(),
+            live: live.clone(),
             commands: Arc::new(Mutex::new(receiver)),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
@@ -177,6 +204,38 @@ async fn supervise(adapter: Arc<dyn Adapter>, context: AdapterContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_protocol::{PointId, Value};
+
+    fn envelope(
+        deadline: tokio::time::Instant,
+    ) -> (CommandEnvelope, oneshot::Receiver<(CommandOutcome, u64)>) {
+        let (reply, answer) = oneshot::channel();
+        let request = CommandRequest {
+            point: PointId::new("strike").unwrap_or_else(|e| panic!("{e}")),
+            value: Value::Bool(true),
+        };
+        (
+            CommandEnvelope {
+                request,
+                requested_by: "x".into(),
+                deadline,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_command_expires_when_its_requester_leaves_or_its_deadline_passes() {
+        let later = tokio::time::Instant::now() + Duration::from_secs(60);
+        let (waiting, _answer) = envelope(later);
+        assert!(!waiting.expired());
+        let (abandoned, answer) = envelope(later);
+        drop(answer);
+        assert!(abandoned.expired());
+        let (late, _answer) = envelope(tokio::time::Instant::now());
+        assert!(late.expired());
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {

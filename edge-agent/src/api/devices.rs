@@ -1,6 +1,7 @@
 //! Devices, points and commands.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::State;
@@ -95,16 +96,20 @@ pub async fn get_point(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CommandResponse {
     pub outcome: CommandOutcome,
+    /// The journal record of the command.
+    pub seq: u64,
 }
 
-/// Writes a value to a writable point. 200 when the device confirmed it; 502 when the device
-/// refused or is offline; 504 when it did not answer in time.
+/// Writes a value to a writable point. 200 when the device confirmed it (the command is
+/// journaled before the answer); 502 when the device refused or is offline; 504 when it did
+/// not confirm, in which case the write may or may not have taken effect.
 #[utoipa::path(post, path = "/api/v1/devices/{id}/commands", tag = "devices",
     params(("id" = String, Path, description = "device id")),
     request_body = CommandRequest,
     responses((status = 200, body = CommandResponse), (status = 400, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
-        (status = 502, body = super::error::ErrorBody), (status = 504, body = super::error::ErrorBody)),
+        (status = 502, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody),
+        (status = 504, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn command(
     State(state): State<Arc<ApiState>>,
@@ -138,6 +143,7 @@ pub async fn command(
     let envelope = CommandEnvelope {
         request,
         requested_by: principal.name.clone(),
+        deadline: tokio::time::Instant::now() + state.command_timeout,
         reply,
     };
     state
@@ -149,23 +155,30 @@ pub async fn command(
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string())
             }
         })?;
-    match tokio::time::timeout(state.command_timeout, outcome).await {
-        Ok(Ok(CommandOutcome::Done)) => Ok(Json(CommandResponse {
+    let not_confirmed =
+        |reason: String| ApiError::new(StatusCode::GATEWAY_TIMEOUT, "device_timeout", reason);
+    // A little longer than the adapter's own deadline, so its verdict normally arrives.
+    match tokio::time::timeout(state.command_timeout + Duration::from_secs(1), outcome).await {
+        Ok(Ok((CommandOutcome::Done, seq))) => Ok(Json(CommandResponse {
             outcome: CommandOutcome::Done,
+            seq,
         })),
-        Ok(Ok(CommandOutcome::Failed { reason })) => Err(ApiError::new(
+        Ok(Ok((CommandOutcome::Failed { reason }, _))) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "device_refused",
             reason,
         )),
-        Ok(Err(_)) => Err(ApiError::internal("the adapter dropped a command")),
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "device_timeout",
-            format!(
-                "device `{device}` did not confirm within {} ms; the command may still run",
-                state.command_timeout.as_millis()
-            ),
+        Ok(Ok((CommandOutcome::Unconfirmed { reason }, _))) => Err(not_confirmed(format!(
+            "{reason}; the write may have taken effect: read the point"
+        ))),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the agent is stopping",
         )),
+        Err(_) => Err(not_confirmed(format!(
+            "no outcome from device `{device}` within {} ms: a command not yet sent by then is dropped, one already sent may have taken effect",
+            state.command_timeout.as_millis()
+        ))),
     }
 }

@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use self::catalog::{Catalog, DeviceView, PointView};
@@ -44,7 +45,14 @@ pub struct ApiState {
     pub command_timeout: Duration,
     /// Cancelled when the agent stops; long-lived streams end on it.
     pub shutdown: CancellationToken,
+    /// One permit per stream client allowed at once.
+    pub stream_slots: Arc<Semaphore>,
 }
+
+/// Most stream clients served at once; more get 503.
+pub const MAX_STREAM_CLIENTS: usize = 64;
+/// Largest request body accepted (commands and comments are small).
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The whole HTTP surface.
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -64,6 +72,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/openapi.json", get(system::openapi))
         .route("/metrics", get(system::metrics))
         .fallback(system::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost first: count every response, then authenticate every request.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -113,12 +122,24 @@ pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 /// Parses a cursor handed out by an earlier page.
 pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
     cursor
-        .map(|text| {
-            text.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("`{text}` is not a cursor from this API"))
-            })
+        .map(|text| match text.parse::<u64>() {
+            Ok(seq) => check_seq(seq),
+            Err(_) => Err(ApiError::bad_request(format!(
+                "`{text}` is not a cursor from this API"
+            ))),
         })
         .transpose()
+}
+
+/// Sequence numbers are SQLite integers: anything above i64::MAX cannot exist.
+pub(crate) fn check_seq(seq: u64) -> Result<u64, ApiError> {
+    if seq > i64::MAX as u64 {
+        Err(ApiError::bad_request(format!(
+            "{seq} is beyond any sequence number"
+        )))
+    } else {
+        Ok(seq)
+    }
 }
 
 #[cfg(test)]

@@ -13,14 +13,15 @@ use std::time::Duration;
 use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::StatusCode;
 use axum::response::Response;
 use gatehouse_protocol::Event;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::ApiState;
 use super::auth::{Permission, Principal};
 use super::error::{ApiError, Query};
+use super::{ApiState, MAX_STREAM_CLIENTS, check_seq};
 use crate::journal::{JournalError, query};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -42,11 +43,24 @@ pub async fn stream(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::ReadState)?;
-    let after = params.after.unwrap_or_else(|| state.live.last_seq());
+    let after = match params.after {
+        Some(after) => check_seq(after)?,
+        None => state.live.last_seq(),
+    };
+    let Ok(slot) = state.stream_slots.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{MAX_STREAM_CLIENTS} stream clients are connected already; try again later"),
+        ));
+    };
+    // Clients only answer pings and close; they have nothing big to say.
+    let upgrade = upgrade.max_message_size(4096).max_frame_size(4096);
     Ok(upgrade.on_upgrade(move |socket| async move {
         state.metrics.stream_clients.inc();
         let result = serve(socket, &state, after).await;
         state.metrics.stream_clients.dec();
+        drop(slot);
         if let Err(error) = result {
             tracing::debug!(%error, user = %principal.name, "stream closed");
         }
@@ -61,14 +75,25 @@ enum StreamError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error("client stopped reading for {SEND_TIMEOUT:?}")]
+    Stalled,
 }
 
 const CATCH_UP_PAGE: usize = 1000;
 
+/// A client that takes longer than this to accept one message is dropped; it can resume.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn send_message(socket: &mut WebSocket, message: Message) -> Result<(), StreamError> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(sent) => Ok(sent?),
+        Err(_) => Err(StreamError::Stalled),
+    }
+}
+
 async fn send(socket: &mut WebSocket, event: &Event) -> Result<(), StreamError> {
     let text = serde_json::to_string(event)?;
-    socket.send(Message::Text(text.into())).await?;
-    Ok(())
+    send_message(socket, Message::Text(text.into())).await
 }
 
 /// Sends every committed event after `*last` from the journal; advances `*last`.
@@ -119,10 +144,10 @@ async fn serve(mut socket: WebSocket, state: &ApiState, after: u64) -> Result<()
                 Some(Err(error)) => return Err(error.into()),
                 Some(Ok(_)) => {}
             },
-            _ = keepalive.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
+            _ = keepalive.tick() => send_message(&mut socket, Message::Ping(Vec::new().into())).await?,
             () = state.shutdown.cancelled() => {
                 let close = CloseFrame { code: close_code::AWAY, reason: "the agent is stopping".into() };
-                socket.send(Message::Close(Some(close))).await?;
+                send_message(&mut socket, Message::Close(Some(close))).await?;
                 return Ok(());
             }
         }

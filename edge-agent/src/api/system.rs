@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -16,17 +17,31 @@ use super::{ApiState, devices, events, incidents, stream};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
+    /// `ok`, or `degraded` when the journal cannot commit (disk full, I/O errors).
     pub status: &'static str,
     pub version: &'static str,
+    /// Why the journal cannot commit, while it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
 }
 
-/// Liveness; the only route without a token, so it says nothing about the site.
-#[utoipa::path(get, path = "/api/v1/health", tag = "system", responses((status = 200, body = Health)))]
-pub async fn health() -> Json<Health> {
-    Json(Health {
-        status: "ok",
+/// Liveness for watchdogs and load balancers; the only route without a token, so it says
+/// nothing about the site. 503 while the journal cannot commit.
+#[utoipa::path(get, path = "/api/v1/health", tag = "system",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Health>) {
+    let failing = state.live.journal_failing();
+    let status = if failing.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let health = Health {
+        status: if failing.is_some() { "degraded" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
-    })
+        journal: failing.map(|(reason, since)| format!("commits failing since {since}: {reason}")),
+    };
+    (status, Json(health))
 }
 
 /// Prometheus metrics (admin).

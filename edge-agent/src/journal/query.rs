@@ -56,13 +56,19 @@ pub struct Page<T> {
 pub struct Reader {
     path: Arc<PathBuf>,
     pool: Arc<Mutex<Vec<Connection>>>,
+    /// Bounds the queries running at once (and so the connections open).
+    permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most queries running at once; more wait their turn.
+const MAX_READERS: usize = 8;
 
 impl Reader {
     pub fn new(path: PathBuf) -> Self {
         Reader {
             path: Arc::new(path),
             pool: Arc::new(Mutex::new(Vec::new())),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
         }
     }
 
@@ -72,10 +78,20 @@ impl Reader {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
     {
-        let reader = self.clone();
-        tokio::task::spawn_blocking(move || reader.run_blocking(work))
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|_| JournalError::Closed)?
+            .map_err(|_| JournalError::Closed)?;
+        let reader = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = reader.run_blocking(work);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|_| JournalError::Closed)?
     }
 
     /// Runs `work` with a pooled connection on the current thread.
@@ -90,7 +106,7 @@ impl Reader {
         };
         let result = work(&connection);
         if let Ok(mut pool) = self.pool.lock()
-            && pool.len() < 8
+            && pool.len() < MAX_READERS
         {
             pool.push(connection);
         }
@@ -224,6 +240,31 @@ pub fn latest_states(connection: &Connection) -> Result<Vec<Event>, JournalError
         decode_event(seq, recorded_at, &body)
     })
     .collect()
+}
+
+/// The latest observation of each of `points` that had good quality: what the rules last
+/// saw (they ignore bad and stale readings).
+pub fn latest_good_observations(
+    connection: &Connection,
+    points: &[PointId],
+) -> Result<Vec<Event>, JournalError> {
+    let mut statement = connection.prepare(
+        "SELECT seq, recorded_at, body FROM events \
+         WHERE point = ?1 AND kind = 'observation' ORDER BY seq DESC LIMIT 10000",
+    )?;
+    let mut found = Vec::new();
+    for point in points {
+        let mut rows = statement.query([point.as_str()])?;
+        while let Some(row) = rows.next()? {
+            let event = decode_event(row.get(0)?, row.get(1)?, &row.get::<_, String>(2)?)?;
+            if matches!(&event.body, EventBody::Observation { quality, .. } if quality.is_good()) {
+                found.push(event);
+                break;
+            }
+        }
+    }
+    found.sort_by_key(|event| event.seq);
+    Ok(found)
 }
 
 /// Incidents, newest first.

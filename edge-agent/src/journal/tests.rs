@@ -195,17 +195,17 @@ async fn retention_by_size_trims_oldest_first_and_never_reuses_a_seq() {
         WriterSettings {
             batch_max_events: 512,
             max_age: None,
-            max_bytes: Some(256 * 1024),
+            max_bytes: Some(1024 * 1024),
         },
     );
-    for i in 0..6000 {
+    for i in 0..10_000 {
         journal
             .handle
             .append(observation("strike", Value::Bool(i % 2 == 0)))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    journal.wait_for_seq(6000).await;
+    journal.wait_for_seq(10_000).await;
     let deleted = journal
         .handle
         .maintain()
@@ -213,8 +213,8 @@ async fn retention_by_size_trims_oldest_first_and_never_reuses_a_seq() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(deleted > 0);
     let events = all_events(&journal.reader);
-    assert_eq!(events.len() as u64 + deleted, 6000);
-    assert_eq!(events.last().map(|e| e.seq), Some(6000), "newest kept");
+    assert_eq!(events.len() as u64 + deleted, 10_000);
+    assert_eq!(events.last().map(|e| e.seq), Some(10_000), "newest kept");
     assert_eq!(
         events.first().map(|e| e.seq),
         Some(deleted + 1),
@@ -229,7 +229,30 @@ async fn retention_by_size_trims_oldest_first_and_never_reuses_a_seq() {
             Ok((pages - free) * size)
         })
         .unwrap_or(i64::MAX);
-    assert!(used <= 256 * 1024, "{used} bytes used");
+    assert!(used <= 1024 * 1024, "{used} bytes used");
+}
+
+#[tokio::test]
+async fn retention_by_size_keeps_the_newest_thousand_events_whatever_the_budget() {
+    let journal = TestJournal::start(
+        &site_config(),
+        WriterSettings {
+            batch_max_events: 512,
+            max_age: None,
+            max_bytes: Some(4096),
+        },
+    );
+    for _ in 0..3000 {
+        journal
+            .handle
+            .append(observation("strike", Value::Bool(true)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    journal.wait_for_seq(3000).await;
+    assert_eq!(journal.handle.maintain().await.unwrap_or(0), 2000);
+    let seqs: Vec<u64> = all_events(&journal.reader).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (2001..=3000).collect::<Vec<_>>());
 }
 
 #[tokio::test]

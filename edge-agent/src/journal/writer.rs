@@ -44,7 +44,11 @@ pub enum IncidentError {
 }
 
 enum Request {
-    Append(EventBody),
+    Append {
+        body: EventBody,
+        /// Answered with the event's seq once it is committed.
+        committed: Option<oneshot::Sender<u64>>,
+    },
     Incident {
         id: u64,
         action: IncidentAction,
@@ -63,20 +67,33 @@ pub struct JournalHandle {
 }
 
 impl JournalHandle {
-    /// Queues an event. It is committed, evaluated by the rules and broadcast shortly after;
-    /// waits while the writer is saturated.
-    pub async fn append(&self, body: EventBody) -> Result<(), JournalError> {
+    async fn send(&self, request: Request) -> Result<(), JournalError> {
         self.sender
-            .send(Request::Append(body))
+            .send(request)
             .await
             .map_err(|_| JournalError::Closed)
     }
 
-    /// Queues an event from a thread outside the runtime.
-    pub fn append_blocking(&self, body: EventBody) -> Result<(), JournalError> {
-        self.sender
-            .blocking_send(Request::Append(body))
-            .map_err(|_| JournalError::Closed)
+    /// Queues an event. It is committed, evaluated by the rules and broadcast shortly after;
+    /// waits while the writer is saturated.
+    pub async fn append(&self, body: EventBody) -> Result<(), JournalError> {
+        self.send(Request::Append {
+            body,
+            committed: None,
+        })
+        .await
+    }
+
+    /// Appends an event and waits until it is committed; returns its seq. For records whose
+    /// outcome someone is told about (a command's result).
+    pub async fn append_committed(&self, body: EventBody) -> Result<u64, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Append {
+            body,
+            committed: Some(reply),
+        })
+        .await?;
+        answer.await.map_err(|_| JournalError::Closed)
     }
 
     /// Moves an incident along its lifecycle; returns it as committed.
@@ -87,25 +104,20 @@ impl JournalHandle {
         transition: Transition,
     ) -> Result<Incident, IncidentError> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Request::Incident {
-                id,
-                action,
-                transition,
-                reply,
-            })
-            .await
-            .map_err(|_| JournalError::Closed)?;
+        self.send(Request::Incident {
+            id,
+            action,
+            transition,
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| JournalError::Closed)?
     }
 
     /// Applies retention now; returns how many events were deleted.
     pub async fn maintain(&self) -> Result<u64, JournalError> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Request::Maintain { reply })
-            .await
-            .map_err(|_| JournalError::Closed)?;
+        self.send(Request::Maintain { reply }).await?;
         answer.await.map_err(|_| JournalError::Closed)?
     }
 }
@@ -119,12 +131,41 @@ pub struct Writer {
     settings: WriterSettings,
 }
 
+/// What became of one request of a batch.
+enum Outcome {
+    Appended(u64),
+    Incident(Result<Incident, IncidentError>),
+    /// Retention runs after the batch is published.
+    Maintain,
+    /// A permanent error: the request is refused, the rest of the batch goes on.
+    Rejected(JournalError),
+}
+
 /// What a committed batch produced, to publish after COMMIT.
 #[derive(Default)]
 struct Committed {
     events: Vec<Event>,
-    /// One entry per incident request in the batch, in order.
-    incident_results: Vec<Result<Incident, IncidentError>>,
+    /// One per request, in order.
+    outcomes: Vec<Outcome>,
+}
+
+/// Retention never trims below this many of the newest events, even when something else
+/// (incidents) keeps the file over its size budget.
+const RETENTION_FLOOR_EVENTS: i64 = 1000;
+
+/// Errors that may pass: the disk is full or busy. Anything else is a defect in one request.
+fn is_transient(error: &JournalError) -> bool {
+    use rusqlite::ErrorCode::{
+        CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, OutOfMemory, SystemIoFailure,
+    };
+    matches!(error, JournalError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+        if matches!(failure.code, DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked
+            | CannotOpen | OutOfMemory))
+}
+
+fn is_disk_full(error: &JournalError) -> bool {
+    matches!(error, JournalError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+        if failure.code == rusqlite::ErrorCode::DiskFull)
 }
 
 impl Writer {
@@ -169,27 +210,28 @@ impl Writer {
         tracing::info!("journal writer stopped: every handle was dropped");
     }
 
-    /// Commits a batch, retrying until the disk takes it, then publishes it.
+    /// Commits a batch, then publishes it and answers its requests.
     fn process(&mut self, batch: &mut Vec<Request>) {
-        let mut delay = Duration::from_millis(50);
-        let committed = loop {
-            let saved_rules = self.rules.clone();
-            let started = Instant::now();
-            match self.commit(batch) {
-                Ok(committed) => {
-                    self.metrics
-                        .journal_commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    break committed;
+        let committed = match self.commit_with_retry(batch) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::error!(%error, requests = batch.len(),
+                    "journal batch failed permanently; committing its requests one by one");
+                let mut all = Committed::default();
+                for index in 0..batch.len() {
+                    match self.commit_with_retry(&batch[index..=index]) {
+                        Ok(one) => {
+                            all.events.extend(one.events);
+                            all.outcomes.extend(one.outcomes);
+                        }
+                        Err(error) => {
+                            self.metrics.journal_requests_rejected.inc();
+                            tracing::error!(%error, "journal request rejected");
+                            all.outcomes.push(Outcome::Rejected(error));
+                        }
+                    }
                 }
-                Err(error) => {
-                    self.rules = saved_rules;
-                    self.metrics.journal_commit_failures.inc();
-                    tracing::error!(%error, retry_in_ms = delay.as_millis() as u64,
-                        "journal commit failed; holding the batch and retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+                all
             }
         };
         self.metrics
@@ -198,22 +240,71 @@ impl Writer {
         for event in &committed.events {
             self.live.apply(event);
         }
-        let mut incident_results = committed.incident_results.into_iter();
-        for request in batch.drain(..) {
-            match request {
-                Request::Append(_) => {}
-                Request::Incident { reply, .. } => {
-                    if let Some(result) = incident_results.next() {
-                        let _ = reply.send(result);
-                    }
+        let mut maintain = Vec::new();
+        for (request, outcome) in batch.drain(..).zip(committed.outcomes) {
+            match (request, outcome) {
+                (
+                    Request::Append {
+                        committed: Some(reply),
+                        ..
+                    },
+                    Outcome::Appended(seq),
+                ) => {
+                    let _ = reply.send(seq);
                 }
-                Request::Maintain { reply } => {
-                    let _ = reply.send(self.maintain());
+                (Request::Incident { reply, .. }, Outcome::Incident(result)) => {
+                    let _ = reply.send(result);
                 }
+                (Request::Incident { reply, .. }, Outcome::Rejected(error)) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+                (Request::Maintain { reply }, _) => maintain.push(reply),
+                // An append nobody waits for, or one rejected (its waiter sees Closed).
+                _ => {}
             }
         }
         for event in committed.events {
             self.live.publish(event);
+        }
+        // Retention runs after publishing, so it never delays the stream.
+        for reply in maintain {
+            let _ = reply.send(self.maintain());
+        }
+    }
+
+    /// Commits `batch`, retrying transient errors (full or busy disk) until they pass; a
+    /// permanent error is returned.
+    fn commit_with_retry(&mut self, batch: &[Request]) -> Result<Committed, JournalError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let saved_rules = self.rules.clone();
+            let started = Instant::now();
+            match self.commit(batch) {
+                Ok(committed) => {
+                    self.metrics
+                        .journal_commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.live.set_journal_failing(None);
+                    return Ok(committed);
+                }
+                Err(error) => {
+                    self.rules = saved_rules;
+                    if !is_transient(&error) {
+                        return Err(error);
+                    }
+                    self.metrics.journal_commit_failures.inc();
+                    self.live.set_journal_failing(Some(error.to_string()));
+                    tracing::error!(%error, retry_in_ms = delay.as_millis() as u64,
+                        "journal commit failed; holding the batch and retrying");
+                    if is_disk_full(&error)
+                        && let Err(error) = self.maintain()
+                    {
+                        tracing::warn!(%error, "retention could not free space");
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
 
@@ -223,9 +314,10 @@ impl Writer {
         let transaction = self.connection.transaction()?;
         let mut committed = Committed::default();
         for request in batch {
-            match request {
-                Request::Append(body) => {
+            let outcome = match request {
+                Request::Append { body, .. } => {
                     let event = insert_event(&transaction, recorded_at, body.clone())?;
+                    let seq = event.seq;
                     let firings = self.rules.evaluate(&event);
                     committed.events.push(event);
                     for firing in firings {
@@ -236,6 +328,7 @@ impl Writer {
                         self.metrics.incidents_opened.inc();
                         committed.events.push(event);
                     }
+                    Outcome::Appended(seq)
                 }
                 Request::Incident {
                     id,
@@ -245,15 +338,14 @@ impl Writer {
                 } => {
                     let result =
                         change_incident(&transaction, recorded_at, *id, *action, transition)?;
-                    committed
-                        .incident_results
-                        .push(result.map(|(incident, event)| {
-                            committed.events.push(event);
-                            incident
-                        }));
+                    Outcome::Incident(result.map(|(incident, event)| {
+                        committed.events.push(event);
+                        incident
+                    }))
                 }
-                Request::Maintain { .. } => {}
-            }
+                Request::Maintain { .. } => Outcome::Maintain,
+            };
+            committed.outcomes.push(outcome);
         }
         transaction.commit()?;
         Ok(committed)
@@ -263,7 +355,8 @@ impl Writer {
     fn maintain(&mut self) -> Result<u64, JournalError> {
         let mut deleted = 0u64;
         if let Some(max_age) = self.settings.max_age {
-            let cutoff = Timestamp::now().as_microsecond() - max_age.as_micros() as i64;
+            let age = i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX);
+            let cutoff = Timestamp::now().as_microsecond().saturating_sub(age);
             loop {
                 let removed = self.connection.execute(
                     "DELETE FROM events WHERE seq IN \
@@ -285,13 +378,20 @@ impl Writer {
                 let count: i64 =
                     self.connection
                         .query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
-                if count == 0 {
+                let deletable = count - RETENTION_FLOOR_EVENTS;
+                if deletable <= 0 {
+                    tracing::warn!(
+                        used,
+                        max_bytes,
+                        "the journal is over its size budget with only \
+                        the newest events left (incidents take the rest); raise retention_max_megabytes"
+                    );
                     break;
                 }
                 // Delete the share of rows that is over the limit, plus 1% so the loop ends
                 // in a few rounds; rows are about the same size.
                 let over = (used - max_bytes) as f64 / used as f64;
-                let chunk = ((count as f64 * (over + 0.01)).ceil() as i64).clamp(1, count);
+                let chunk = ((count as f64 * (over + 0.01)).ceil() as i64).clamp(1, deletable);
                 let removed = self.connection.execute(
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?1)",
                     [chunk],
@@ -301,7 +401,7 @@ impl Writer {
         }
         if deleted > 0 {
             self.connection
-                .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+                .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(PASSIVE);")?;
             self.metrics.journal_events_expired.inc_by(deleted);
             tracing::info!(deleted, "journal retention removed old events");
         }
@@ -408,7 +508,10 @@ fn change_incident(
     let Some(body) = body else {
         return Ok(Err(IncidentError::NotFound(id)));
     };
-    let mut incident: Incident = serde_json::from_str(&body)?;
+    let mut incident: Incident = match serde_json::from_str(&body) {
+        Ok(incident) => incident,
+        Err(error) => return Ok(Err(IncidentError::Journal(error.into()))),
+    };
     let transition = Transition {
         at: recorded_at,
         ..transition.clone()

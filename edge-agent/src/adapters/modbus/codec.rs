@@ -212,6 +212,7 @@ mod tests {
     use super::*;
     use gatehouse_protocol::PointId;
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
     use toml::Spanned;
 
     fn point(table: Table, address: u16, data_type: DataType) -> ModbusPointConfig {
@@ -366,9 +367,10 @@ mod tests {
                 let encoded = encode(&p, &value);
                 if data_type == DataType::F32 {
                     // -0.0 and 0.0 encode alike; compare the values instead.
-                    if let Ok(Write::Registers(back)) = encoded {
-                        prop_assert_eq!(decode(&p, 0, &Raw::Words(&back)), Ok(value));
-                    }
+                    let Ok(Write::Registers(back)) = encoded else {
+                        return Err(TestCaseError::fail(format!("{value:?} did not encode: {encoded:?}")));
+                    };
+                    prop_assert_eq!(decode(&p, 0, &Raw::Words(&back)), Ok(value));
                 } else {
                     prop_assert_eq!(encoded, Ok(Write::Registers(words.to_vec())));
                 }

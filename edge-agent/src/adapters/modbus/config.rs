@@ -6,7 +6,7 @@ use gatehouse_protocol::{DeviceId, PointId, ZoneId};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{PointInfo, Problems};
+use crate::config::{PointInfo, Problems, ValueKind};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +162,16 @@ impl ModbusPointConfig {
         }
     }
 
+    /// What kind of value the point yields.
+    pub fn value_kind(&self) -> ValueKind {
+        match self.data_type() {
+            DataType::Bool => ValueKind::Bool,
+            DataType::F32 => ValueKind::Number,
+            _ if self.is_unscaled() => ValueKind::Integer,
+            _ => ValueKind::Number,
+        }
+    }
+
     /// Whether raw values pass through unchanged (integers stay integers).
     pub fn is_unscaled(&self) -> bool {
         self.scale == 1.0 && self.offset == 0.0
@@ -190,6 +200,7 @@ impl ModbusConfig {
                             device: device.id.get_ref().clone(),
                             zone: device.point_zone(point),
                             writable: point.writable,
+                            kind: point.value_kind(),
                         },
                     )
                 })
@@ -201,6 +212,7 @@ impl ModbusConfig {
     pub(crate) fn validate(
         &self,
         zones: &HashSet<ZoneId>,
+        command_timeout_ms: u64,
         problems: &mut Problems<'_>,
     ) -> HashMap<PointId, PointInfo> {
         let mut devices = HashSet::new();
@@ -225,19 +237,45 @@ impl ModbusConfig {
                     ),
                 );
             }
-            if device.poll_interval_ms < 10 || device.timeout_ms == 0 {
+            if device.unit_id == 0 {
                 problems.at(
                     device.id.span(),
-                    format!("device `{id}`: poll_interval_ms must be ≥ 10 and timeout_ms ≥ 1"),
+                    format!("device `{id}`: unit_id 0 is the broadcast address; use 1-255 (255 for a device addressed by IP only)"),
                 );
             }
-            if device.reconnect_initial_ms == 0
+            if device
+                .address
+                .get_ref()
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port == "0")
+            {
+                problems.at(
+                    device.address.span(),
+                    format!("device `{id}`: port 0 is not a port"),
+                );
+            }
+            if !(10..=86_400_000).contains(&device.poll_interval_ms) {
+                problems.at(
+                    device.id.span(),
+                    format!("device `{id}`: poll_interval_ms must be between 10 and 86400000"),
+                );
+            }
+            if device.timeout_ms == 0 || device.timeout_ms >= command_timeout_ms {
+                problems.at(
+                    device.id.span(),
+                    format!(
+                        "device `{id}`: timeout_ms must be at least 1 and below api.command_timeout_ms ({command_timeout_ms}), or every command would time out"
+                    ),
+                );
+            }
+            if device.reconnect_initial_ms < 50
+                || device.reconnect_max_ms > 3_600_000
                 || device.reconnect_max_ms < device.reconnect_initial_ms
             {
                 problems.at(
                     device.id.span(),
                     format!(
-                        "device `{id}`: reconnect_initial_ms must be ≥ 1 and ≤ reconnect_max_ms"
+                        "device `{id}`: need 50 ≤ reconnect_initial_ms ≤ reconnect_max_ms ≤ 3600000"
                     ),
                 );
             }

@@ -21,6 +21,7 @@
 pub mod codec;
 pub mod config;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -82,12 +83,62 @@ fn exception_reason(code: ExceptionCode) -> String {
     format!("modbus exception {:#04x}: {code}", u8::from(code))
 }
 
+/// Gateway exceptions mean the device behind a gateway does not answer: the device is
+/// unreachable, not one of its points.
+fn is_gateway_exception(code: ExceptionCode) -> bool {
+    matches!(
+        code,
+        ExceptionCode::GatewayPathUnavailable | ExceptionCode::GatewayTargetDevice
+    )
+}
+
+/// One block per point, for a block whose merged read the device refuses.
+fn split(block: &Block, points: &[ModbusPointConfig]) -> Vec<Block> {
+    block
+        .points
+        .iter()
+        .map(|&index| {
+            let point = &points[index];
+            Block {
+                table: block.table,
+                start: point.address,
+                count: if point.table.is_bits() {
+                    1
+                } else {
+                    point.data_type().words()
+                },
+                points: vec![index],
+            }
+        })
+        .collect()
+}
+
 impl ModbusDevice {
+    /// Starts from what the journal last recorded, so a restart repeats nothing unchanged
+    /// and still marks stale what it cannot reach.
+    fn last_reported(&self, context: &AdapterContext) -> Reported {
+        Reported {
+            points: self
+                .config
+                .points
+                .iter()
+                .map(|point| {
+                    context
+                        .live
+                        .point(point.id.get_ref())
+                        .map(|state| (state.value, state.quality))
+                })
+                .collect(),
+            online: context
+                .live
+                .device(&self.id)
+                .map(|state| state.status == DeviceStatus::Online),
+        }
+    }
+
     async fn run_device(&self, context: &AdapterContext) {
-        let mut reported = Reported {
-            points: vec![None; self.config.points.len()],
-            online: None,
-        };
+        let mut reported = self.last_reported(context);
+        let mut blocks = self.blocks.clone();
         let mut backoff = Backoff::new(
             Duration::from_millis(self.config.reconnect_initial_ms),
             Duration::from_millis(self.config.reconnect_max_ms),
@@ -95,10 +146,15 @@ impl ModbusDevice {
         loop {
             let reason = match self.connect().await {
                 Ok(mut client) => {
-                    backoff.reset();
-                    tracing::info!(device = %self.id, address = %self.config.address.get_ref(), "modbus device connected");
-                    self.report_status(context, &mut reported, true, None).await;
-                    match self.session(&mut client, context, &mut reported).await {
+                    tracing::debug!(device = %self.id, address = %self.config.address.get_ref(), "modbus connection open");
+                    let session = self.session(
+                        &mut client,
+                        context,
+                        &mut reported,
+                        &mut blocks,
+                        &mut backoff,
+                    );
+                    match session.await {
                         Ended::Shutdown => return,
                         Ended::Broken(reason) => reason,
                     }
@@ -127,10 +183,14 @@ impl ModbusDevice {
     async fn connect(&self) -> Result<Context, String> {
         let address = self.config.address.get_ref();
         let attempt = async {
-            let socket = tokio::net::lookup_host(address.as_str())
-                .await?
-                .next()
-                .ok_or_else(|| std::io::Error::other("the host name resolved to no address"))?;
+            // An IP address needs no resolver; a host name goes through the system's.
+            let socket = match address.parse::<SocketAddr>() {
+                Ok(socket) => socket,
+                Err(_) => tokio::net::lookup_host(address.as_str())
+                    .await?
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("the host name resolved to no address"))?,
+            };
             tokio_modbus::client::tcp::connect_slave(socket, Slave(self.config.unit_id)).await
         };
         match timeout(self.timeout(), attempt).await {
@@ -153,19 +213,27 @@ impl ModbusDevice {
                 () = &mut sleep => return true,
                 () = context.shutdown.cancelled() => return false,
                 Some(command) = commands.recv() => {
-                    let outcome = CommandOutcome::Failed { reason: format!("device offline: {reason}") };
+                    let outcome = if command.expired() {
+                        expired()
+                    } else {
+                        CommandOutcome::Failed { reason: format!("device offline: {reason}") }
+                    };
                     self.finish_command(context, command, outcome).await;
                 }
             }
         }
     }
 
-    /// Polls and serves commands until the link breaks or the agent stops.
+    /// Polls and serves commands until the link breaks or the agent stops. The device counts
+    /// as online from its first complete poll, not from the TCP connect: a gateway or a
+    /// device that accepts connections and never answers is not online.
     async fn session(
         &self,
         client: &mut Context,
         context: &AdapterContext,
         reported: &mut Reported,
+        blocks: &mut Vec<Block>,
+        backoff: &mut Backoff,
     ) -> Ended {
         let mut ticker = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -174,11 +242,16 @@ impl ModbusDevice {
             tokio::select! {
                 () = context.shutdown.cancelled() => return Ended::Shutdown,
                 _ = ticker.tick() => {
-                    if let Err(reason) = self.poll(client, context, reported).await {
+                    if let Err(reason) = self.poll(client, context, reported, blocks).await {
                         return Ended::Broken(reason);
                     }
+                    backoff.reset();
                 }
                 Some(command) = commands.recv() => {
+                    if command.expired() {
+                        self.finish_command(context, command, expired()).await;
+                        continue;
+                    }
                     let (outcome, broken) = self.write(client, &command).await;
                     self.finish_command(context, command, outcome).await;
                     if let Some(reason) = broken {
@@ -197,8 +270,11 @@ impl ModbusDevice {
         client: &mut Context,
         context: &AdapterContext,
         reported: &mut Reported,
+        blocks: &mut Vec<Block>,
     ) -> Result<(), String> {
-        for block in &self.blocks {
+        let mut index = 0;
+        while index < blocks.len() {
+            let block = &blocks[index];
             let (start, count) = (block.start, block.count);
             let read = async {
                 match block.table {
@@ -227,12 +303,31 @@ impl ModbusDevice {
                     self.count_poll(context, "error");
                     return Err(format!("{} read failed: {error}", block.table.as_str()));
                 }
+                Ok(Ok(Err(code))) if is_gateway_exception(code) => {
+                    self.count_poll(context, "exception");
+                    return Err(exception_reason(code));
+                }
+                Ok(Ok(Err(code))) if block.points.len() > 1 => {
+                    // The device refuses the merged read (a hole in its map): read these
+                    // points one by one from now on, starting right away.
+                    self.count_poll(context, "exception");
+                    tracing::info!(device = %self.id, table = block.table.as_str(), start, count,
+                        exception = %exception_reason(code), "merged read refused; reading its points one by one");
+                    let singles = split(block, &self.config.points);
+                    blocks.splice(index..=index, singles);
+                    continue;
+                }
                 Ok(Ok(Err(code))) => (Err(exception_reason(code)), "exception"),
                 Ok(Ok(Ok(data))) => (Ok(data), "ok"),
             };
             self.count_poll(context, outcome);
-            for &index in &block.points {
-                let point = &self.config.points[index];
+            if reported.online != Some(true) {
+                // The device answered: online, reported before what it answered.
+                tracing::info!(device = %self.id, address = %self.config.address.get_ref(), "modbus device online");
+                self.report_status(context, reported, true, None).await;
+            }
+            for &point_index in &block.points {
+                let point = &self.config.points[point_index];
                 let (value, quality) = match &result {
                     Err(reason) => (None, Quality::bad(reason.clone())),
                     Ok(data) => {
@@ -246,17 +341,14 @@ impl ModbusDevice {
                         }
                     }
                 };
-                if changed(
-                    point,
-                    reported.points[index].as_ref(),
-                    value.as_ref(),
-                    &quality,
-                ) {
-                    reported.points[index] = Some((value.clone(), quality.clone()));
+                let last = reported.points[point_index].as_ref();
+                if changed(point, last, value.as_ref(), &quality) {
+                    reported.points[point_index] = Some((value.clone(), quality.clone()));
                     self.observe(context, point, value, quality, observed_at)
                         .await;
                 }
             }
+            index += 1;
         }
         Ok(())
     }
@@ -316,21 +408,23 @@ impl ModbusDevice {
             .await;
     }
 
-    /// Reports the device offline and its known points stale (once per outage).
+    /// Reports the device offline and its known points stale, once per outage.
     async fn go_offline(&self, context: &AdapterContext, reported: &mut Reported, reason: &str) {
-        if reported.online == Some(false) {
-            return;
-        }
         self.report_status(context, reported, false, Some(reason))
             .await;
         let observed_at = Timestamp::now();
         for (index, point) in self.config.points.iter().enumerate() {
-            if let Some((value, _)) = reported.points[index].take() {
-                let quality = Quality::stale(format!("device offline: {reason}"));
-                reported.points[index] = Some((value.clone(), quality.clone()));
-                self.observe(context, point, value, quality, observed_at)
-                    .await;
+            let Some((value, quality)) = &reported.points[index] else {
+                continue; // never read: nothing to call stale
+            };
+            if matches!(quality, Quality::Stale { .. }) {
+                continue;
             }
+            let value = value.clone();
+            let quality = Quality::stale(format!("device offline: {reason}"));
+            reported.points[index] = Some((value.clone(), quality.clone()));
+            self.observe(context, point, value, quality, observed_at)
+                .await;
         }
     }
 
@@ -376,21 +470,23 @@ impl ModbusDevice {
                 Write::Registers(words) => client.write_multiple_registers(address, words).await,
             }
         };
+        // Once the request is on the wire, silence does not mean it failed.
+        let unconfirmed = |reason: String| CommandOutcome::Unconfirmed { reason };
         match timeout(self.timeout(), attempt).await {
             Ok(Ok(Ok(()))) => (CommandOutcome::Done, None),
             Ok(Ok(Err(code))) => (failed(exception_reason(code)), None),
             Ok(Err(error)) => {
-                let reason = format!("write failed: {error}");
-                (failed(reason.clone()), Some(reason))
+                let reason = format!("write not confirmed: {error}");
+                (unconfirmed(reason.clone()), Some(reason))
             }
             Err(_) => {
-                let reason = format!("no answer within {} ms", self.config.timeout_ms);
-                (failed(reason.clone()), Some(reason))
+                let reason = format!("write not confirmed within {} ms", self.config.timeout_ms);
+                (unconfirmed(reason.clone()), Some(reason))
             }
         }
     }
 
-    /// Journals a command's outcome and answers the requester.
+    /// Journals a command's outcome and, once that is committed, answers the requester.
     async fn finish_command(
         &self,
         context: &AdapterContext,
@@ -400,6 +496,7 @@ impl ModbusDevice {
         let result = match outcome {
             CommandOutcome::Done => "done",
             CommandOutcome::Failed { .. } => "failed",
+            CommandOutcome::Unconfirmed { .. } => "unconfirmed",
         };
         context
             .metrics
@@ -411,16 +508,22 @@ impl ModbusDevice {
             .inc();
         tracing::info!(device = %self.id, point = %command.request.point, value = %command.request.value,
             by = %command.requested_by, result, "command");
-        context
-            .emit(EventBody::Command {
-                device: self.id.clone(),
-                point: command.request.point.clone(),
-                value: command.request.value.clone(),
-                outcome: outcome.clone(),
-                requested_by: command.requested_by.clone(),
-            })
-            .await;
-        let _ = command.reply.send(outcome);
+        let record = EventBody::Command {
+            device: self.id.clone(),
+            point: command.request.point.clone(),
+            value: command.request.value.clone(),
+            outcome: outcome.clone(),
+            requested_by: command.requested_by.clone(),
+        };
+        if let Some(seq) = context.emit_committed(record).await {
+            let _ = command.reply.send((outcome, seq));
+        }
+    }
+}
+
+fn expired() -> CommandOutcome {
+    CommandOutcome::Failed {
+        reason: "expired: the requester stopped waiting before the device could be reached".into(),
     }
 }
 
