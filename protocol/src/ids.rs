@@ -113,6 +113,10 @@ id_type!(
     /// A rule that raises incidents.
     RuleId
 );
+id_type!(
+    /// An appliance: one edge agent, known to the relay by the CN of its certificate.
+    ApplianceId
+);
 
 #[cfg(test)]
 mod tests {

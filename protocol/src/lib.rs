@@ -11,6 +11,8 @@
 //! - [`event`]: [`Event`], the unit the journal stores and the stream delivers.
 //! - [`incident`]: [`Incident`], its [`Severity`] and lifecycle.
 //! - [`command`]: a write to a device point requested through the API.
+//! - [`wire`]: the Protocol Buffers contract between appliance and relay (`proto/`), its
+//!   MQTT topics and the conversions to and from the types above.
 
 #![forbid(unsafe_code)]
 
@@ -19,10 +21,11 @@ pub mod event;
 pub mod ids;
 pub mod incident;
 pub mod value;
+pub mod wire;
 
 pub use command::{CommandOutcome, CommandRequest};
 pub use event::{DeviceStatus, Event, EventBody, EventKind};
-pub use ids::{DeviceId, IdError, PointId, RuleId, SiteId, ZoneId};
+pub use ids::{ApplianceId, DeviceId, IdError, PointId, RuleId, SiteId, ZoneId};
 pub use incident::{
     Evidence, Incident, IncidentChange, IncidentState, LifecycleError, Severity, Transition,
 };
