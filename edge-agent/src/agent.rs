@@ -105,6 +105,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }),
         max_bytes: (config.journal.retention_max_megabytes > 0)
             .then(|| config.journal.retention_max_megabytes * 1024 * 1024),
+        outbox_max_records: config.uplink.as_ref().map(|u| u.outbox_max_records),
     };
     let (journal, writer_thread) =
         Writer::new(connection, rules, live.clone(), metrics.clone(), settings).spawn()?;

@@ -21,6 +21,7 @@ use toml::Spanned;
 
 use crate::adapters::modbus::config::ModbusConfig;
 use crate::api::auth::Role;
+use crate::uplink::UplinkConfig;
 
 /// The whole configuration of one appliance.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +37,9 @@ pub struct Config {
     pub modbus: ModbusConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Present when the appliance reports to a relay.
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -366,6 +370,11 @@ impl Config {
         if journal.retention_max_megabytes > 1_048_576 {
             problems
                 .global("journal.retention_max_megabytes must be at most 1048576 (0 for no limit)");
+        }
+        if let Some(uplink) = &self.uplink
+            && !(1_000..=100_000_000).contains(&uplink.outbox_max_records)
+        {
+            problems.global("uplink.outbox_max_records must be between 1000 and 100000000");
         }
         if !(1_000..=120_000).contains(&self.api.command_timeout_ms) {
             problems.global("api.command_timeout_ms must be between 1000 and 120000");

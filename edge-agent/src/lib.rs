@@ -13,6 +13,7 @@
 //! - [`rules`]: pure rule evaluation, called by the journal writer.
 //! - [`live`]: latest point values and device status, and the bus to the stream.
 //! - [`api`]: REST, WebSocket stream, OpenAPI, metrics, authentication.
+//! - [`uplink`]: the outbox of what must reach the relay.
 //! - [`agent`]: wires it all from a config.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod journal;
 pub mod live;
 pub mod metrics;
 pub mod rules;
+pub mod uplink;
 
 #[cfg(test)]
 mod test_helpers;

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub api_auth_rejected: Counter,
     pub stream_clients: Gauge,
     pub stream_catch_ups: Counter,
+    pub outbox_evicted: Counter,
+    pub outbox_backlog: Gauge,
 }
 
 impl Default for Metrics {
@@ -58,6 +60,8 @@ impl Default for Metrics {
             api_auth_rejected: Counter::default(),
             stream_clients: Gauge::default(),
             stream_catch_ups: Counter::default(),
+            outbox_evicted: Counter::default(),
+            outbox_backlog: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(

@@ -106,6 +106,7 @@ impl TestJournal {
                 batch_max_events: 256,
                 max_age: None,
                 max_bytes: None,
+                outbox_max_records: None,
             },
         )
     }

@@ -49,10 +49,14 @@ pub enum JournalError {
     },
     #[error("the journal writer has stopped")]
     Closed,
+    #[error("the journal holds something unreadable: {0}")]
+    Corrupt(String),
 }
 
 /// Each migration brings the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: events and incidents.
+    r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     recorded_at INTEGER NOT NULL,
@@ -71,7 +75,23 @@ CREATE TABLE incidents (
     body TEXT NOT NULL
 );
 CREATE INDEX incidents_by_state ON incidents(state, id);
-"#];
+"#,
+    // 2: the outbox to the relay (see uplink/mod.rs).
+    r#"
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    priority INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX outbox_by_priority ON outbox(priority, seq);
+CREATE TABLE outbox_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    acked INTEGER NOT NULL,
+    dropped INTEGER NOT NULL
+);
+INSERT INTO outbox_state (id, acked, dropped) VALUES (1, 0, 0);
+"#,
+];
 
 /// Opens (creating if needed) the journal for writing and brings its schema up to date.
 pub fn open_for_writing(path: &Path, synchronous_full: bool) -> Result<Connection, JournalError> {

@@ -196,6 +196,7 @@ async fn retention_by_size_trims_oldest_first_and_never_reuses_a_seq() {
             batch_max_events: 512,
             max_age: None,
             max_bytes: Some(1024 * 1024),
+            outbox_max_records: None,
         },
     );
     for i in 0..10_000 {
@@ -240,6 +241,7 @@ async fn retention_by_size_keeps_the_newest_thousand_events_whatever_the_budget(
             batch_max_events: 512,
             max_age: None,
             max_bytes: Some(4096),
+            outbox_max_records: None,
         },
     );
     for _ in 0..3000 {
@@ -263,6 +265,7 @@ async fn retention_by_age_keeps_recent_events_and_seqs_continue() {
             batch_max_events: 64,
             max_age: Some(Duration::from_millis(200)),
             max_bytes: None,
+            outbox_max_records: None,
         },
     );
     for _ in 0..10 {
@@ -294,4 +297,81 @@ async fn retention_by_age_keeps_recent_events_and_seqs_continue() {
         .unwrap_or_else(|e| panic!("{e}"));
     journal.wait_for_seq(12).await;
     assert_eq!(all_events(&journal.reader).last().map(|e| e.seq), Some(12));
+}
+
+#[tokio::test]
+async fn the_outbox_evicts_telemetry_first_marks_the_gaps_and_forgets_what_was_acked() {
+    use crate::uplink::outbox;
+    use gatehouse_protocol::wire::pb::record::Content;
+
+    let journal = TestJournal::start(
+        &site_config(),
+        WriterSettings {
+            batch_max_events: 16,
+            max_age: None,
+            max_bytes: None,
+            outbox_max_records: Some(100),
+        },
+    );
+    // 60 observations of the strike (telemetry), then the door opens (an observation and an
+    // incident), then 60 more observations: 122 rows for 100 places.
+    for i in 0..60 {
+        journal
+            .handle
+            .append(observation("strike", Value::Bool(i % 2 == 0)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    journal
+        .handle
+        .append(observation("door", Value::Bool(true)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..60 {
+        journal
+            .handle
+            .append(observation("strike", Value::Bool(i % 2 == 0)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    journal.wait_for_seq(122).await;
+    let state = journal
+        .reader
+        .run(outbox::state)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((state.backlog, state.dropped, state.acked), (100, 22, 0));
+    let records = journal
+        .reader
+        .run(|c| outbox::read_records(c, 1, 1000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The oldest 22 observations went; the incident stayed.
+    assert!(
+        matches!(&records[0].content, Some(Content::Evicted(e)) if records[0].seq == 1 && e.through_seq == 22)
+    );
+    assert_eq!(records.len(), 101);
+    assert!(records.iter().any(|r| matches!(&r.content,
+        Some(Content::Event(e)) if matches!(e.body, Some(gatehouse_protocol::wire::pb::event::Body::Incident(_))))));
+
+    // The relay acknowledges through 50: those rows go, the rest stays.
+    let removed = journal
+        .handle
+        .outbox_ack(50)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(removed, 28);
+    let state = journal
+        .reader
+        .run(outbox::state)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((state.backlog, state.acked), (72, 50));
+    let next = journal
+        .reader
+        .run(|c| outbox::read_records(c, 51, 10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next.first().map(|r| r.seq), Some(51));
+    assert_eq!(next.len(), 10);
 }

@@ -14,6 +14,7 @@ use super::{JournalError, from_micros, to_micros};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::rules::{Firing, Rules};
+use crate::uplink::outbox;
 
 /// How the writer batches and trims.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct WriterSettings {
     pub max_age: Option<Duration>,
     /// Trim the oldest events while the database uses more than this.
     pub max_bytes: Option<u64>,
+    /// With an uplink: every event also goes to the outbox, which holds at most this many.
+    pub outbox_max_records: Option<u64>,
 }
 
 /// A step in an incident's lifecycle requested by a person.
@@ -57,6 +60,10 @@ enum Request {
     },
     Maintain {
         reply: oneshot::Sender<Result<u64, JournalError>>,
+    },
+    OutboxAck {
+        up_to: u64,
+        reply: oneshot::Sender<u64>,
     },
 }
 
@@ -114,6 +121,14 @@ impl JournalHandle {
         answer.await.map_err(|_| JournalError::Closed)?
     }
 
+    /// The relay holds every outbox record up to `up_to`: forgets them. Returns how many
+    /// rows left the outbox.
+    pub async fn outbox_ack(&self, up_to: u64) -> Result<u64, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::OutboxAck { up_to, reply }).await?;
+        answer.await.map_err(|_| JournalError::Closed)
+    }
+
     /// Applies retention now; returns how many events were deleted.
     pub async fn maintain(&self) -> Result<u64, JournalError> {
         let (reply, answer) = oneshot::channel();
@@ -129,6 +144,8 @@ pub struct Writer {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     settings: WriterSettings,
+    /// Rows in the outbox, read on first use.
+    outbox_rows: Option<u64>,
 }
 
 /// What became of one request of a batch.
@@ -137,6 +154,8 @@ enum Outcome {
     Incident(Result<Incident, IncidentError>),
     /// Retention runs after the batch is published.
     Maintain,
+    /// Rows removed from the outbox by an acknowledgement.
+    OutboxAcked(u64),
     /// A permanent error: the request is refused, the rest of the batch goes on.
     Rejected(JournalError),
 }
@@ -147,6 +166,8 @@ struct Committed {
     events: Vec<Event>,
     /// One per request, in order.
     outcomes: Vec<Outcome>,
+    /// The outbox's row count after this batch.
+    outbox_rows: Option<u64>,
 }
 
 /// Retention never trims below this many of the newest events, even when something else
@@ -182,6 +203,7 @@ impl Writer {
             live,
             metrics,
             settings,
+            outbox_rows: None,
         }
     }
 
@@ -223,6 +245,7 @@ impl Writer {
                         Ok(one) => {
                             all.events.extend(one.events);
                             all.outcomes.extend(one.outcomes);
+                            all.outbox_rows = one.outbox_rows.or(all.outbox_rows);
                         }
                         Err(error) => {
                             self.metrics.journal_requests_rejected.inc();
@@ -237,6 +260,10 @@ impl Writer {
         self.metrics
             .journal_events_committed
             .inc_by(committed.events.len() as u64);
+        if let Some(rows) = committed.outbox_rows {
+            self.outbox_rows = Some(rows);
+            self.metrics.outbox_backlog.set(rows as i64);
+        }
         for event in &committed.events {
             self.live.apply(event);
         }
@@ -259,6 +286,9 @@ impl Writer {
                     let _ = reply.send(Err(error.into()));
                 }
                 (Request::Maintain { reply }, _) => maintain.push(reply),
+                (Request::OutboxAck { reply, .. }, Outcome::OutboxAcked(removed)) => {
+                    let _ = reply.send(removed);
+                }
                 // An append nobody waits for, or one rejected (its waiter sees Closed).
                 _ => {}
             }
@@ -344,9 +374,19 @@ impl Writer {
                     }))
                 }
                 Request::Maintain { .. } => Outcome::Maintain,
+                Request::OutboxAck { up_to, .. } => {
+                    Outcome::OutboxAcked(outbox::acknowledge(&transaction, *up_to)?)
+                }
             };
             committed.outcomes.push(outcome);
         }
+        committed.outbox_rows = fill_outbox(
+            &transaction,
+            &committed,
+            self.settings.outbox_max_records,
+            self.outbox_rows,
+            &self.metrics,
+        )?;
         transaction.commit()?;
         Ok(committed)
     }
@@ -407,6 +447,44 @@ impl Writer {
         }
         Ok(deleted)
     }
+}
+
+/// Puts the batch's events into the outbox (when there is an uplink) and evicts over the
+/// cap; returns the outbox's row count as it will be after COMMIT.
+fn fill_outbox(
+    transaction: &Transaction,
+    committed: &Committed,
+    max: Option<u64>,
+    known_rows: Option<u64>,
+    metrics: &Metrics,
+) -> Result<Option<u64>, JournalError> {
+    let Some(max) = max else {
+        return Ok(None);
+    };
+    let mut rows = match known_rows {
+        Some(rows) => rows,
+        None => outbox::state(transaction)?.backlog,
+    };
+    for outcome in &committed.outcomes {
+        if let Outcome::OutboxAcked(removed) = outcome {
+            rows = rows.saturating_sub(*removed);
+        }
+    }
+    for event in &committed.events {
+        outbox::insert(transaction, event)?;
+    }
+    rows += committed.events.len() as u64;
+    if rows > max {
+        let evicted = outbox::evict(transaction, rows - max)?;
+        rows -= evicted;
+        metrics.outbox_evicted.inc_by(evicted);
+        tracing::warn!(
+            evicted,
+            max,
+            "outbox full: evicted the oldest, least important records"
+        );
+    }
+    Ok(Some(rows))
 }
 
 /// Bytes held by live pages (free pages do not count).
