@@ -18,6 +18,7 @@ use crate::journal::{self, JournalError, Reader, Writer, WriterSettings, query};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::rules::Rules;
+use crate::uplink::session::{Uplink, UplinkError};
 
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum AgentError {
     },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Uplink(#[from] UplinkError),
     #[error("the journal writer stopped unexpectedly (see the log); the agent cannot record")]
     WriterStopped,
 }
@@ -119,6 +122,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .collect();
     let commands = adapters::start(devices, &journal, &live, &metrics, &shutdown, &mut tasks);
     tasks.spawn(retention(journal.clone(), shutdown.clone()));
+    if let Some(uplink) = &config.uplink {
+        let uplink = Uplink::new(
+            uplink,
+            journal.clone(),
+            reader.clone(),
+            live.clone(),
+            metrics.clone(),
+        )?;
+        tasks.spawn(uplink.run(shutdown.clone()));
+    }
 
     let listener = TcpListener::bind(config.api.listen)
         .await

@@ -371,10 +371,8 @@ impl Config {
             problems
                 .global("journal.retention_max_megabytes must be at most 1048576 (0 for no limit)");
         }
-        if let Some(uplink) = &self.uplink
-            && !(1_000..=100_000_000).contains(&uplink.outbox_max_records)
-        {
-            problems.global("uplink.outbox_max_records must be between 1000 and 100000000");
+        if let Some(uplink) = &self.uplink {
+            uplink.validate(problems);
         }
         if !(1_000..=120_000).contains(&self.api.command_timeout_ms) {
             problems.global("api.command_timeout_ms must be between 1000 and 120000");

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub stream_catch_ups: Counter,
     pub outbox_evicted: Counter,
     pub outbox_backlog: Gauge,
+    pub uplink_records_sent: Counter,
+    pub uplink_disconnects: Counter,
+    pub uplink_rejected: Counter,
 }
 
 impl Default for Metrics {
@@ -62,6 +65,9 @@ impl Default for Metrics {
             stream_catch_ups: Counter::default(),
             outbox_evicted: Counter::default(),
             outbox_backlog: Gauge::default(),
+            uplink_records_sent: Counter::default(),
+            uplink_disconnects: Counter::default(),
+            uplink_rejected: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(

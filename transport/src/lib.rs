@@ -22,7 +22,10 @@ pub enum TransportError {
         source: std::io::Error,
     },
     #[error("{what}: no PEM {kind} found")]
-    NoPem { what: &'static str, kind: &'static str },
+    NoPem {
+        what: &'static str,
+        kind: &'static str,
+    },
     #[error("{what}: invalid PEM: {source}")]
     BadPem {
         what: &'static str,

@@ -15,13 +15,29 @@
 //! contiguous and the loss is visible at HQ.
 
 pub mod outbox;
+pub mod sender;
+pub mod session;
 
+use std::path::PathBuf;
+
+use gatehouse_protocol::ApplianceId;
 use serde::Deserialize;
 
-/// `[uplink]`: present when the appliance reports to a relay.
+/// `[uplink]`: present when the appliance reports to a relay. `gatehouse-edge claim` writes
+/// the identity files and this section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
+    /// This appliance's id: the CN of its certificate, the `{appliance}` of its topics.
+    pub appliance_id: ApplianceId,
+    /// The relay's MQTT broker, `host:port` (TLS).
+    pub broker: String,
+    /// The fleet CA (PEM) that signed the broker's and this appliance's certificates.
+    pub ca_file: PathBuf,
+    /// This appliance's certificate (PEM).
+    pub cert_file: PathBuf,
+    /// This appliance's private key (PEM). Keep it readable by the agent only.
+    pub key_file: PathBuf,
     /// Most records the outbox holds before it evicts (1,000 to 100,000,000).
     #[serde(default = "UplinkConfig::default_outbox_max_records")]
     pub outbox_max_records: u64,
@@ -30,5 +46,31 @@ pub struct UplinkConfig {
 impl UplinkConfig {
     fn default_outbox_max_records() -> u64 {
         1_000_000
+    }
+}
+
+impl UplinkConfig {
+    pub(crate) fn validate(&self, problems: &mut crate::config::Problems<'_>) {
+        if !(1_000..=100_000_000).contains(&self.outbox_max_records) {
+            problems.global("uplink.outbox_max_records must be between 1000 and 100000000");
+        }
+        let has_port = self.broker.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !has_port {
+            problems.global(format!("uplink.broker `{}` must be host:port", self.broker));
+        }
+        for (key, path) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if !path.is_file() {
+                problems.global(format!(
+                    "uplink.{key}: {} does not exist (`gatehouse-edge claim` writes it)",
+                    path.display()
+                ));
+            }
+        }
     }
 }

@@ -1,0 +1,324 @@
+//! The MQTT session that drains the outbox to the relay, and carries the relay's
+//! acknowledgements and commands back. The decisions are in [`Sender`]; this is the I/O.
+//!
+//! - Records go out on `gatehouse/v1/{appliance}/up/records` in batches, QoS 1, up to a
+//!   window of unacknowledged records; after any reconnection everything unacknowledged is
+//!   sent again (the relay stores by (appliance, seq), so repeats are harmless).
+//! - `down/ack` moves the outbox forward through the journal writer; only then does the
+//!   [`Sender`] count the records as held.
+//! - `down/commands` carries HQ's incident acknowledgements and resolutions into the journal.
+//! - `up/status` is published retained on connect and every 30 s; the last will marks the
+//!   appliance offline when the connection drops without a goodbye.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_protocol::wire::topics::{Channel, topic};
+use gatehouse_protocol::wire::{self, pb};
+use gatehouse_protocol::{ApplianceId, Transition};
+use gatehouse_transport::TlsIdentity;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::UplinkConfig;
+use super::outbox;
+use super::sender::Sender;
+use crate::adapters::Backoff;
+use crate::journal::{IncidentAction, JournalError, JournalHandle, Reader};
+use crate::live::Live;
+use crate::metrics::Metrics;
+
+/// Records per MQTT message.
+const BATCH_RECORDS: u64 = 500;
+/// Records sent but not yet acknowledged, at most.
+const WINDOW_RECORDS: u64 = 5_000;
+const STATUS_EVERY: Duration = Duration::from_secs(30);
+
+/// Why the uplink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("uplink identity: {0}")]
+    Identity(#[from] gatehouse_transport::TransportError),
+    #[error("uplink.broker `{0}` must be host:port")]
+    Broker(String),
+}
+
+/// Everything the session needs.
+pub struct Uplink {
+    appliance: ApplianceId,
+    options: MqttOptions,
+    journal: JournalHandle,
+    reader: Reader,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+}
+
+impl Uplink {
+    pub fn new(
+        config: &UplinkConfig,
+        journal: JournalHandle,
+        reader: Reader,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, UplinkError> {
+        let identity =
+            TlsIdentity::from_files(&config.ca_file, &config.cert_file, &config.key_file)?;
+        let (host, port) = config
+            .broker
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+            .ok_or_else(|| UplinkError::Broker(config.broker.clone()))?;
+        let appliance = config.appliance_id.clone();
+        let mut options = identity.mqtt_options(appliance.as_str(), host, port)?;
+        let offline = status_payload(false, outbox::OutboxState::default());
+        options.set_clean_start(false).set_last_will(LastWill::new(
+            topic(&appliance, Channel::UpStatus),
+            offline,
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
+        Ok(Uplink {
+            appliance,
+            options,
+            journal,
+            reader,
+            live,
+            metrics,
+        })
+    }
+
+    /// Runs until shutdown; connection failures are retried with backoff.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 64);
+        let (events, mut incoming) = mpsc::channel::<Result<Event, ConnectionError>>(256);
+        let polling = shutdown.clone();
+        // rumqttc needs its event loop polled continuously; a task of its own does that, so
+        // publishing here can never deadlock against it.
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+            loop {
+                let event = tokio::select! {
+                    () = polling.cancelled() => return,
+                    event = eventloop.poll() => event,
+                };
+                let failed = event.is_err();
+                if events.send(event).await.is_err() {
+                    return;
+                }
+                if failed {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                } else {
+                    backoff.reset();
+                }
+            }
+        });
+
+        let acked = match self.reader.run(outbox::state).await {
+            Ok(state) => state.acked,
+            Err(error) => {
+                tracing::error!(%error, "uplink cannot read the outbox; not starting");
+                return;
+            }
+        };
+        let mut sender = Sender::new(acked, WINDOW_RECORDS);
+        let mut wake = self.live.subscribe();
+        let mut status = tokio::time::interval(STATUS_EVERY);
+        let mut poll = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    self.say_goodbye(&client).await;
+                    return;
+                }
+                Some(event) = incoming.recv() => self.on_event(&client, &mut sender, event).await,
+                _ = wake.recv() => {}
+                _ = poll.tick() => {}
+                _ = status.tick() => if sender.is_connected() {
+                    self.publish_status(&client).await;
+                },
+            }
+            if let Err(error) = self.send_more(&client, &mut sender).await {
+                tracing::error!(%error, "uplink cannot read the outbox");
+            }
+        }
+    }
+
+    async fn on_event(
+        &self,
+        client: &AsyncClient,
+        sender: &mut Sender,
+        event: Result<Event, ConnectionError>,
+    ) {
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                tracing::info!(appliance = %self.appliance, "uplink connected");
+                sender.on_connect();
+                for channel in [Channel::DownAck, Channel::DownCommands] {
+                    let subscribed = client
+                        .subscribe(topic(&self.appliance, channel), QoS::AtLeastOnce)
+                        .await;
+                    if let Err(error) = subscribed {
+                        tracing::warn!(%error, "uplink could not subscribe");
+                    }
+                }
+                self.publish_status(client).await;
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                self.on_message(sender, &topic, &publish.payload).await;
+            }
+            Ok(Event::Incoming(Packet::Disconnect(_))) => sender.on_disconnect(),
+            Ok(_) => {}
+            Err(error) => {
+                if sender.is_connected() {
+                    tracing::warn!(%error, "uplink connection lost; reconnecting");
+                } else {
+                    tracing::debug!(%error, "uplink still cannot connect");
+                }
+                self.metrics.uplink_disconnects.inc();
+                sender.on_disconnect();
+            }
+        }
+    }
+
+    async fn on_message(&self, sender: &mut Sender, topic: &str, payload: &[u8]) {
+        let body = match wire::decode(payload) {
+            Ok(body) => body,
+            Err(error) => {
+                self.metrics.uplink_rejected.inc();
+                tracing::warn!(%error, topic, "uplink refused a message from the relay");
+                return;
+            }
+        };
+        match body {
+            pb::envelope::Body::Ack(ack) => match self.journal.outbox_ack(ack.up_to_seq).await {
+                Ok(_) => {
+                    sender.on_ack(ack.up_to_seq);
+                }
+                Err(error) => tracing::error!(%error, "outbox acknowledgement failed"),
+            },
+            pb::envelope::Body::Command(command) => self.on_command(command).await,
+            other => {
+                self.metrics.uplink_rejected.inc();
+                tracing::warn!(topic, ?other, "uplink ignored an unexpected message");
+            }
+        }
+    }
+
+    /// HQ acknowledges or resolves an incident: the journal records it like a local action.
+    async fn on_command(&self, command: pb::Command) {
+        let Some(pb::command::Action::Incident(action)) = command.action else {
+            self.metrics.uplink_rejected.inc();
+            tracing::warn!(command = command.command_id, "command without an action");
+            return;
+        };
+        let step = match pb::incident_action::Step::try_from(action.step) {
+            Ok(pb::incident_action::Step::Acknowledge) => IncidentAction::Acknowledge,
+            Ok(pb::incident_action::Step::Resolve) => IncidentAction::Resolve,
+            _ => {
+                self.metrics.uplink_rejected.inc();
+                tracing::warn!(
+                    command = command.command_id,
+                    step = action.step,
+                    "unknown incident step"
+                );
+                return;
+            }
+        };
+        let transition = Transition {
+            by: format!("hq:{}", action.by),
+            at: jiff::Timestamp::now(),
+            comment: action.comment,
+        };
+        match self
+            .journal
+            .change_incident(action.incident_id, step, transition)
+            .await
+        {
+            Ok(incident) => tracing::info!(
+                incident = incident.id,
+                command = command.command_id,
+                state = incident.state.as_str(),
+                "HQ changed an incident"
+            ),
+            // Already done (here or by an earlier delivery of the same command): nothing to do.
+            Err(error) => {
+                tracing::info!(%error, command = command.command_id, "HQ command not applied")
+            }
+        }
+    }
+
+    /// Publishes outbox records while the window allows.
+    async fn send_more(
+        &self,
+        client: &AsyncClient,
+        sender: &mut Sender,
+    ) -> Result<(), JournalError> {
+        while let Some((next, room)) = sender.wants() {
+            let limit = room.min(BATCH_RECORDS) as usize;
+            let records = self
+                .reader
+                .run(move |connection| outbox::read_records(connection, next, limit))
+                .await?;
+            let Some(last) = records.last().map(|record| record.seq) else {
+                return Ok(());
+            };
+            let count = records.len() as u64;
+            let payload = wire::encode(pb::envelope::Body::Batch(pb::Batch { records }));
+            let published = client
+                .publish(
+                    topic(&self.appliance, Channel::UpRecords),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await;
+            if let Err(error) = published {
+                tracing::warn!(%error, "uplink could not queue a batch");
+                return Ok(());
+            }
+            self.metrics.uplink_records_sent.inc_by(count);
+            sender.on_sent(last);
+        }
+        Ok(())
+    }
+
+    async fn publish_status(&self, client: &AsyncClient) {
+        let state = match self.reader.run(outbox::state).await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(%error, "uplink cannot read the outbox state");
+                return;
+            }
+        };
+        let payload = status_payload(true, state);
+        let topic = topic(&self.appliance, Channel::UpStatus);
+        if let Err(error) = client.publish(topic, QoS::AtLeastOnce, true, payload).await {
+            tracing::warn!(%error, "uplink could not publish its status");
+        }
+    }
+
+    /// A clean goodbye: offline status (retained), then disconnect.
+    async fn say_goodbye(&self, client: &AsyncClient) {
+        let state = self.reader.run(outbox::state).await.unwrap_or_default();
+        let topic = topic(&self.appliance, Channel::UpStatus);
+        let _ = client
+            .publish(topic, QoS::AtLeastOnce, true, status_payload(false, state))
+            .await;
+        let _ = client.disconnect().await;
+    }
+}
+
+fn status_payload(online: bool, state: outbox::OutboxState) -> Vec<u8> {
+    wire::encode(pb::envelope::Body::Status(pb::ApplianceStatus {
+        online,
+        outbox_backlog: state.backlog,
+        outbox_dropped: state.dropped,
+        at_us: jiff::Timestamp::now().as_microsecond(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
+}
