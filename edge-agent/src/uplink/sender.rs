@@ -35,6 +35,13 @@ impl Sender {
         self.next = self.acked + 1;
     }
 
+    /// The relay has not acknowledged for too long: send everything unacknowledged again.
+    pub fn rewind(&mut self) {
+        if self.connected {
+            self.next = self.acked + 1;
+        }
+    }
+
     pub fn on_disconnect(&mut self) {
         self.connected = false;
     }
@@ -146,6 +153,9 @@ mod tests {
         assert!(!sender.on_ack(10));
         sender.on_disconnect();
         sender.on_connect();
+        assert_eq!(sender.wants(), Some((21, 100)));
+        sender.on_sent(30);
+        sender.rewind();
         assert_eq!(sender.wants(), Some((21, 100)));
     }
 }

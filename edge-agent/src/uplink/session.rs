@@ -36,6 +36,8 @@ const BATCH_RECORDS: u64 = 500;
 /// Records sent but not yet acknowledged, at most.
 const WINDOW_RECORDS: u64 = 5_000;
 const STATUS_EVERY: Duration = Duration::from_secs(30);
+/// Records in flight without any acknowledgement for this long are sent again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the uplink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,7 @@ impl Uplink {
         let mut wake = self.live.subscribe();
         let mut status = tokio::time::interval(STATUS_EVERY);
         let mut poll = tokio::time::interval(Duration::from_millis(500));
+        let mut last_progress = (sender.acked(), tokio::time::Instant::now());
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -140,6 +143,16 @@ impl Uplink {
                 _ = status.tick() => if sender.is_connected() {
                     self.publish_status(&client).await;
                 },
+            }
+            if sender.acked() != last_progress.0 || sender.in_flight() == 0 {
+                last_progress = (sender.acked(), tokio::time::Instant::now());
+            } else if last_progress.1.elapsed() > ACK_TIMEOUT {
+                tracing::warn!(
+                    in_flight = sender.in_flight(),
+                    "no acknowledgement from the relay; sending again"
+                );
+                sender.rewind();
+                last_progress.1 = tokio::time::Instant::now();
             }
             if let Err(error) = self.send_more(&client, &mut sender).await {
                 tracing::error!(%error, "uplink cannot read the outbox");
