@@ -2,12 +2,15 @@
 //! scenarios, and the load and latency harness.
 //!
 //! Layout:
+//! - [`broker`]: a real Mosquitto broker running the configuration in `relay/deploy/`, with
+//!   the fleet CA, client certificates and MQTT v5 sessions for tests.
 //! - [`modbus_sim`]: an in-process Modbus TCP device with runtime fault injection.
 //! - [`pymodbus_peer`]: a third-party Modbus TCP device (pymodbus, in `peers/`) driven from Rust.
 //! - `src/bin/gatehouse-modbus-sim.rs`: simulated devices for the demo and benchmarks.
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod harness;
 pub mod modbus_sim;
 pub mod pymodbus_peer;

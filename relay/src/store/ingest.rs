@@ -1,0 +1,244 @@
+//! Ingestion: an appliance's batch of records, stored once each, in one transaction, and the
+//! contiguous ack that follows from it. See the module note of [`super`] for the invariants.
+
+use gatehouse_protocol::ApplianceId;
+use sqlx::AnyConnection;
+use sqlx::Row;
+
+use super::{
+    IngestOutcome, IngestRecord, Store, StoreError, TenantScope, id_column, to_db, u64_column,
+};
+
+/// How many rows after the ack one query reads while advancing it.
+const ADVANCE_CHUNK: i64 = 256;
+
+/// A record checked and converted to column values.
+struct CheckedRecord<'a> {
+    record: &'a IngestRecord,
+    seq: i64,
+    through_seq: i64,
+    incident_id: Option<i64>,
+}
+
+impl Store {
+    /// Stores a batch of an appliance's records. Records already stored are duplicates and
+    /// change nothing; incident changes update the incident's state when they are newer than
+    /// it. Returns the ack: every record up to `highest_contiguous_seq` is now durably stored.
+    ///
+    /// This is the relay's own path (the appliance is authenticated by the broker); the tenant
+    /// comes from the appliance.
+    pub async fn ingest(
+        &self,
+        appliance: &ApplianceId,
+        records: &[IngestRecord],
+    ) -> Result<IngestOutcome, StoreError> {
+        let rows = records
+            .iter()
+            .map(check_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut transaction = self.begin_write().await?;
+        let connection: &mut AnyConnection = &mut transaction;
+
+        // Touch the appliance first: its row stays locked until commit, so batches of one
+        // appliance are applied one after the other even across relay replicas.
+        let locked = sqlx::query(
+            "UPDATE appliances SET acked_seq = acked_seq WHERE id = $1 \
+             RETURNING tenant_id, acked_seq",
+        )
+        .bind(appliance.as_str())
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or_else(|| StoreError::UnknownAppliance(appliance.as_str().to_owned()))?;
+        let scope = TenantScope::new(id_column(&locked, "tenant_id")?);
+        let acked_before = u64_column(&locked, "acked_seq")?;
+
+        let mut inserted = 0;
+        let mut covered = Vec::new();
+        for row in &rows {
+            if insert_record(connection, &scope, appliance, row).await? {
+                inserted += 1;
+                covered.push((row.seq, row.through_seq));
+                if row.record.incident.is_some() {
+                    upsert_incident(connection, &scope, appliance, row).await?;
+                }
+            } else if row.record.evicted_through.is_some()
+                && widen_marker(connection, appliance, row).await?
+            {
+                covered.push((row.seq, row.through_seq));
+            }
+        }
+
+        let acked = advance_ack(connection, appliance, acked_before, &mut covered).await?;
+        if acked != acked_before {
+            sqlx::query("UPDATE appliances SET acked_seq = $2 WHERE id = $1")
+                .bind(appliance.as_str())
+                .bind(to_db("acked_seq", acked)?)
+                .execute(&mut *connection)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(IngestOutcome {
+            scope,
+            highest_contiguous_seq: acked,
+            inserted,
+            duplicates: rows.len() - inserted,
+        })
+    }
+}
+
+fn check_record(record: &IngestRecord) -> Result<CheckedRecord<'_>, StoreError> {
+    if record.seq == 0 {
+        return Err(StoreError::Invalid {
+            field: "seq",
+            reason: "sequences start at 1".to_owned(),
+        });
+    }
+    let through = record.evicted_through.unwrap_or(record.seq);
+    if through < record.seq {
+        return Err(StoreError::Invalid {
+            field: "evicted_through",
+            reason: format!(
+                "an eviction marker at seq {} cannot end before it, at {through}",
+                record.seq
+            ),
+        });
+    }
+    Ok(CheckedRecord {
+        record,
+        seq: to_db("seq", record.seq)?,
+        through_seq: to_db("evicted_through", through)?,
+        incident_id: record
+            .incident
+            .as_ref()
+            .map(|incident| to_db("incident id", incident.id))
+            .transpose()?,
+    })
+}
+
+/// Inserts a record unless `(appliance, seq)` is stored; true when inserted.
+async fn insert_record(
+    connection: &mut AnyConnection,
+    scope: &TenantScope,
+    appliance: &ApplianceId,
+    row: &CheckedRecord<'_>,
+) -> Result<bool, StoreError> {
+    let record = row.record;
+    let done = sqlx::query(
+        "INSERT INTO records (tenant_id, appliance_id, seq, through_seq, recorded_at, kind, \
+         device, point, incident_id, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (appliance_id, seq) DO NOTHING",
+    )
+    .bind(scope.id())
+    .bind(appliance.as_str())
+    .bind(row.seq)
+    .bind(row.through_seq)
+    .bind(record.recorded_at)
+    .bind(record.kind.as_str())
+    .bind(record.device.as_deref())
+    .bind(record.point.as_deref())
+    .bind(row.incident_id)
+    .bind(record.body.as_str())
+    .execute(&mut *connection)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// An eviction marker whose seq is already stored (the appliance sent that record, then
+/// evicted it unacknowledged): the stored row now covers the marker's range too, so the ack
+/// can pass it. True when the range grew.
+async fn widen_marker(
+    connection: &mut AnyConnection,
+    appliance: &ApplianceId,
+    row: &CheckedRecord<'_>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE records SET through_seq = $3 \
+         WHERE appliance_id = $1 AND seq = $2 AND through_seq < $3",
+    )
+    .bind(appliance.as_str())
+    .bind(row.seq)
+    .bind(row.through_seq)
+    .execute(&mut *connection)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Applies an incident change unless the stored state comes from a newer record; the
+/// lifecycle never goes back (an acknowledgement made at the relay survives).
+async fn upsert_incident(
+    connection: &mut AnyConnection,
+    scope: &TenantScope,
+    appliance: &ApplianceId,
+    row: &CheckedRecord<'_>,
+) -> Result<(), StoreError> {
+    let (Some(incident), Some(incident_id)) = (&row.record.incident, row.incident_id) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO incidents (tenant_id, appliance_id, incident_id, state, severity, title, \
+         opened_at, updated_at, last_seq, body) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (appliance_id, incident_id) DO UPDATE SET \
+           state = CASE \
+             WHEN incidents.state = 'resolved' THEN incidents.state \
+             WHEN incidents.state = 'acknowledged' AND excluded.state = 'open' \
+               THEN incidents.state \
+             ELSE excluded.state END, \
+           severity = excluded.severity, title = excluded.title, \
+           opened_at = excluded.opened_at, updated_at = excluded.updated_at, \
+           last_seq = excluded.last_seq, body = excluded.body \
+         WHERE incidents.last_seq < excluded.last_seq",
+    )
+    .bind(scope.id())
+    .bind(appliance.as_str())
+    .bind(incident_id)
+    .bind(incident.state.as_str())
+    .bind(incident.severity.as_str())
+    .bind(incident.title.as_str())
+    .bind(incident.opened_at)
+    .bind(row.record.recorded_at)
+    .bind(row.seq)
+    .bind(row.record.body.as_str())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// The new ack: from `acked`, first through the ranges this batch stored at or below it (an
+/// eviction marker can reach past it), then through the stored rows after it, in order, up to
+/// the first gap.
+async fn advance_ack(
+    connection: &mut AnyConnection,
+    appliance: &ApplianceId,
+    acked: u64,
+    covered: &mut [(i64, i64)],
+) -> Result<u64, StoreError> {
+    let mut acked = to_db("acked_seq", acked)?;
+    covered.sort_unstable();
+    for &(seq, through) in covered.iter() {
+        if seq <= acked.saturating_add(1) {
+            acked = acked.max(through);
+        }
+    }
+    loop {
+        let rows = sqlx::query(
+            "SELECT seq, through_seq FROM records WHERE appliance_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(appliance.as_str())
+        .bind(acked)
+        .bind(ADVANCE_CHUNK)
+        .fetch_all(&mut *connection)
+        .await?;
+        for row in &rows {
+            let seq: i64 = row.try_get("seq")?;
+            if seq > acked.saturating_add(1) {
+                return super::from_db("acked_seq", acked);
+            }
+            acked = acked.max(row.try_get("through_seq")?);
+        }
+        if rows.len() < ADVANCE_CHUNK as usize {
+            return super::from_db("acked_seq", acked);
+        }
+    }
+}
