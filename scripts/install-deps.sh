@@ -25,3 +25,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# The relay's store tests need PostgreSQL on 127.0.0.1:5432 with trust auth for postgres.
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "install-deps: installing postgresql" >&2
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    echo "install-deps: starting PostgreSQL" >&2
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+fi
