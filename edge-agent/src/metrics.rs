@@ -31,6 +31,8 @@ pub struct Metrics {
     pub journal_commit_failures: Counter,
     pub journal_requests_rejected: Counter,
     pub journal_commit_seconds: Histogram,
+    pub journal_wal_frames: Gauge,
+    pub journal_checkpoint_failures: Counter,
     pub incidents_opened: Counter,
     pub modbus_polls: Family<ResultLabels, Counter>,
     pub modbus_reconnects: Family<DeviceLabels, Counter>,
@@ -55,6 +57,8 @@ impl Default for Metrics {
             journal_commit_failures: Counter::default(),
             journal_requests_rejected: Counter::default(),
             journal_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            journal_wal_frames: Gauge::default(),
+            journal_checkpoint_failures: Counter::default(),
             incidents_opened: Counter::default(),
             modbus_polls: Family::default(),
             modbus_reconnects: Family::default(),
@@ -89,6 +93,16 @@ impl Default for Metrics {
             "journal_commit_seconds",
             "Time to commit one batch",
             metrics.journal_commit_seconds.clone(),
+        );
+        registry.register(
+            "journal_wal_frames",
+            "Pages in the journal's write-ahead log after the last checkpoint",
+            metrics.journal_wal_frames.clone(),
+        );
+        registry.register(
+            "journal_checkpoint_failures",
+            "Journal WAL checkpoints that failed (retried on the next tick)",
+            metrics.journal_checkpoint_failures.clone(),
         );
         registry.register(
             "incidents_opened",

@@ -21,6 +21,7 @@
 //! and point; `incidents(id, state, opened_at µs, body JSON)` holding each incident's current
 //! state. The schema version is `PRAGMA user_version`; migrations run at open.
 
+mod checkpoint;
 pub mod query;
 mod writer;
 
@@ -96,8 +97,19 @@ INSERT INTO outbox_state (id, acked, dropped) VALUES (1, 0, 0);
 /// Opens (creating if needed) the journal for writing and brings its schema up to date.
 pub fn open_for_writing(path: &Path, synchronous_full: bool) -> Result<Connection, JournalError> {
     let connection = Connection::open(path)?;
-    // auto_vacuum must be set before the first table exists to take effect.
-    connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    // Copy back and empty a WAL left by a kill or a full disk before writing anything (even
+    // the pragmas below may write): on a disk that was full, the space the WAL held is what
+    // lets the first commit through.
+    if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!(%error, "cannot checkpoint the journal's WAL at open; going on");
+    }
+    // auto_vacuum must be set before the first table exists to take effect. Only then: on an
+    // existing journal it would be a write, and an agent restarted on a full disk must still
+    // open its journal to serve what it holds.
+    let pages: i64 = connection.pragma_query_value(None, "page_count", |row| row.get(0))?;
+    if pages == 0 {
+        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(
         None,
@@ -116,8 +128,14 @@ pub fn open_for_reading(path: &Path) -> Result<Connection, JournalError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     connection.pragma_update(None, "busy_timeout", 5000)?;
+    // Up to eight readers run at once; SQLite's default page cache (2 MB each) made them
+    // the larger part of the agent's memory, and queries here walk indexes, not tables.
+    connection.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
     Ok(connection)
 }
+
+/// A reader's page cache: negative means KiB in SQLite's `cache_size`.
+const READER_CACHE_KIB: i64 = -256;
 
 fn migrate(connection: &Connection, path: &Path) -> Result<(), JournalError> {
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;

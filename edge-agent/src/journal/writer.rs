@@ -1,5 +1,6 @@
 //! The single journal writer thread. See the invariants in the module above.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::{self, Checkpointer};
 use super::{JournalError, from_micros, to_micros};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -208,12 +210,49 @@ impl Writer {
     }
 
     /// Starts the writer thread. The channel holds a few batches so bursts do not block.
+    /// A journal in a file also gets its checkpoint thread, which stops after the writer.
     pub fn spawn(self) -> std::io::Result<(JournalHandle, std::thread::JoinHandle<()>)> {
+        let checkpointer = self.start_checkpointer()?;
         let (sender, receiver) = mpsc::channel(self.settings.batch_max_events.max(1) * 4);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || self.run(receiver))?;
+            .spawn(move || {
+                self.run(receiver);
+                if let Some((stop, checkpoints)) = checkpointer {
+                    drop(stop);
+                    if checkpoints.join().is_err() {
+                        tracing::error!("the journal checkpoint thread panicked");
+                    }
+                }
+            })?;
         Ok((JournalHandle { sender }, thread))
+    }
+
+    /// Moves WAL checkpoints off the commit path (see [`checkpoint`](super::checkpoint)).
+    /// Returns the thread's stop handle and join handle; `None` for an in-memory journal.
+    fn start_checkpointer(
+        &self,
+    ) -> std::io::Result<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>> {
+        let Some(path) = self.connection.path().filter(|path| !path.is_empty()) else {
+            return Ok(None);
+        };
+        let setup = || -> Result<Checkpointer, JournalError> {
+            let checkpointer = Checkpointer::open(Path::new(path), self.metrics.clone())?;
+            self.connection
+                .pragma_update(None, "wal_autocheckpoint", 0)?;
+            self.connection.pragma_update(
+                None,
+                "journal_size_limit",
+                checkpoint::WAL_SIZE_LIMIT_BYTES,
+            )?;
+            Ok(checkpointer)
+        };
+        let checkpointer = setup().map_err(std::io::Error::other)?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("journal-checkpoint".into())
+            .spawn(move || checkpointer.run(stopped))?;
+        Ok(Some((stop, thread)))
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
@@ -299,6 +338,31 @@ impl Writer {
         // Retention runs after publishing, so it never delays the stream.
         for reply in maintain {
             let _ = reply.send(self.maintain());
+        }
+        self.let_the_wal_restart();
+    }
+
+    /// The checkpoint thread copies the WAL back while this thread keeps appending, so it
+    /// rarely finds every frame copied, and SQLite restarts the WAL from its beginning only
+    /// then: the file would only grow. After each pass of that thread that saw more than
+    /// [`checkpoint::WRITER_PASS_FRAMES`], the writer copies back (between batches, after
+    /// publishing) the few frames written since; its next commit then restarts the WAL.
+    fn let_the_wal_restart(&mut self) {
+        if self.metrics.journal_wal_frames.get() <= checkpoint::WRITER_PASS_FRAMES {
+            return;
+        }
+        match checkpoint::passive(&self.connection) {
+            // Fully copied: the next commit starts the WAL over, so it holds nothing.
+            Ok(pass) if pass.checkpointed == pass.wal_frames => {
+                self.metrics.journal_wal_frames.set(0);
+            }
+            Ok(pass) => {
+                self.metrics.journal_wal_frames.set(pass.wal_frames);
+            }
+            Err(error) => {
+                self.metrics.journal_checkpoint_failures.inc();
+                tracing::warn!(%error, "journal checkpoint by the writer failed");
+            }
         }
     }
 
