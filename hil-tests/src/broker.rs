@@ -1,30 +1,35 @@
 //! A real Mosquitto broker running the configuration Gatehouse ships, for tests.
 //!
-//! [`TlsBroker::start`] makes a fleet CA and a broker certificate (`gatehouse_relay::pki`),
-//! writes a configuration **derived from `relay/deploy/mosquitto.conf`** and runs
-//! `mosquitto -c` as a child process on a free loopback port. The derivation keeps every
-//! setting of the shipped file and replaces only what is specific to a machine:
+//! [`TlsBroker::start`] makes a fleet CA, a relay CA and a broker certificate
+//! (`gatehouse_relay::pki`), writes a configuration **derived from
+//! `relay/deploy/mosquitto.conf`** and runs `mosquitto -c` as a child process with both of its
+//! listeners on free loopback ports. The derivation keeps every setting of the shipped file
+//! and replaces only what is specific to a machine:
 //!
 //! | shipped directive | in the test |
 //! | --- | --- |
-//! | `listener 8883` | `listener {free port} 127.0.0.1` |
-//! | `cafile`, `certfile`, `keyfile` | files in the test's folder |
-//! | `acl_file` | the shipped `relay/deploy/acl` itself, by absolute path |
+//! | `listener 8883` (appliances) | `listener {free port} 127.0.0.1`, [`TlsBroker::port`] |
+//! | `listener 8884` (relay replicas) | `listener {free port} 127.0.0.1`, [`TlsBroker::relay_port`] |
+//! | `cafile`, `certfile`, `keyfile` | the file of the same name in the test's folder (`fleet-ca.pem`, `relay-ca.pem`, `broker.pem`, `broker.key`) |
+//! | `acl_file` | the shipped `relay/deploy/<same name>` itself, by absolute path |
 //! | `persistence_location` | `{folder}/persistence/` |
 //! | `log_dest file ...` | `log_dest file {folder}/mosquitto.log` |
 //! | (none) | `user root`, so a broker started by root does not switch to the `mosquitto` user, which cannot read the test's folder; ignored when not root |
 //!
-//! A shipped directive that names another file (a CRL, a password file, a plugin...) makes
+//! A shipped directive that names another file (a CRL, a password file, a plugin...), a
+//! certificate file the harness does not make, or another listener makes
 //! [`TlsBroker::start`] fail until this table learns it, so the tests never silently run a
 //! configuration other than the one that ships.
 //!
 //! [`TlsBroker::stop`] sends SIGTERM, so the broker saves its sessions and queued messages
-//! before [`TlsBroker::restart`] brings it back on the same port; dropping the broker kills it
+//! before [`TlsBroker::restart`] brings it back on the same ports; dropping the broker kills it
 //! (SIGKILL).
 //!
-//! Clients: [`TlsBroker::client_options`] issues a client certificate for a CN and builds MQTT
-//! v5 options with `gatehouse_transport`'s TLS policy (rustls with `ring`, TLS 1.3 only, the
-//! fleet CA as the only root): exactly what appliances and the relay use. [`MqttSession`]
+//! Clients: [`TlsBroker::client_options`] issues a fleet CA certificate for a CN and builds
+//! MQTT v5 options for the appliance listener, [`TlsBroker::relay_options`] a relay CA
+//! certificate (CN `relay`) for the relay listener, both with `gatehouse_transport`'s TLS
+//! policy (rustls with `ring`, TLS 1.3 only, the fleet CA as the only root, since it signed
+//! the broker's certificate): exactly what appliances and the relay use. [`MqttSession`]
 //! drives one connection for a test and [`refusal`] asserts that the broker turns one away.
 
 use std::fs;
@@ -36,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use gatehouse_relay::pki::{FleetCa, Validity};
+use gatehouse_relay::pki::{FleetCa, RELAY_IDENTITY, Validity};
 use gatehouse_transport::TlsIdentity;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAck, Publish, SubAck};
@@ -46,12 +51,17 @@ use rustls::pki_types::ServerName;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// The configuration and ACL that ship with the relay.
+/// The broker configuration that ships with the relay, and its folder (the ACL files).
 pub const SHIPPED_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../relay/deploy/mosquitto.conf"
 );
-pub const SHIPPED_ACL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/deploy/acl");
+pub const SHIPPED_DEPLOY_FOLDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/deploy");
+
+/// The shipped port of the appliance listener.
+pub const SHIPPED_APPLIANCE_PORT: u16 = 8883;
+/// The shipped port of the relay listener.
+pub const SHIPPED_RELAY_PORT: u16 = 8884;
 
 /// How long the broker may take to accept TLS after it is started.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,15 +72,26 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the certificates the harness issues (broker, clients) are valid.
 const CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
-/// The CN of the harness's own readiness probe.
+/// The CN of the harness's own readiness probe on the appliance listener.
 const PROBE_IDENTITY: &str = "hil-readiness-probe";
+
+/// One of the broker's two listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Fleet CA certificates; client id forced to the CN; `acl-appliances`.
+    Appliances,
+    /// Relay CA certificates only; `acl-relay`.
+    Relay,
+}
 
 /// A Mosquitto broker with the shipped configuration, on loopback; killed on drop.
 #[derive(Debug)]
 pub struct TlsBroker {
     folder: PathBuf,
     port: u16,
+    relay_port: u16,
     ca: FleetCa,
+    relay_ca: FleetCa,
     config: PathBuf,
     log: PathBuf,
     output: PathBuf,
@@ -84,24 +105,28 @@ impl TlsBroker {
     pub fn start(folder: &Path) -> anyhow::Result<TlsBroker> {
         let mosquitto = mosquitto_binary()?;
         let ca = FleetCa::generate("Gatehouse HIL fleet CA")?;
+        let relay_ca = FleetCa::generate("Gatehouse HIL relay CA")?;
         let server = ca.issue_server_cert(
             &["localhost", "127.0.0.1"],
             Validity::starting_now(CERT_VALIDITY),
         )?;
         let files = TestFiles::new(folder);
         write_file(&files.ca, ca.cert_pem())?;
+        write_file(&files.relay_ca, relay_ca.cert_pem())?;
         write_file(&files.cert, &server.cert_pem)?;
         write_file(&files.key, &server.key_pem)?;
         fs::create_dir_all(&files.persistence)?;
         let shipped = fs::read_to_string(SHIPPED_CONFIG)
             .with_context(|| format!("reading {SHIPPED_CONFIG}"))?;
-        let acl =
-            fs::canonicalize(SHIPPED_ACL).with_context(|| format!("finding {SHIPPED_ACL}"))?;
+        let deploy = fs::canonicalize(SHIPPED_DEPLOY_FOLDER)
+            .with_context(|| format!("finding {SHIPPED_DEPLOY_FOLDER}"))?;
 
         let mut broker = TlsBroker {
             folder: folder.to_owned(),
             port: 0,
+            relay_port: 0,
             ca,
+            relay_ca,
             config: folder.join("mosquitto.conf"),
             log: files.log.clone(),
             output: folder.join("mosquitto.out"),
@@ -111,9 +136,17 @@ impl TlsBroker {
         let mut attempts = 0;
         loop {
             broker.port = crate::harness::free_port()?;
+            broker.relay_port = crate::harness::free_port()?;
+            if broker.relay_port == broker.port {
+                continue;
+            }
+            let ports = Ports {
+                appliances: broker.port,
+                relay: broker.relay_port,
+            };
             write_file(
                 &broker.config,
-                &derive_config(&shipped, broker.port, &files, &acl)?,
+                &derive_config(&shipped, ports, &files, &deploy)?,
             )?;
             match broker.launch(&mosquitto) {
                 Ok(()) => return Ok(broker),
@@ -123,12 +156,18 @@ impl TlsBroker {
         }
     }
 
-    /// The broker's TLS port on 127.0.0.1.
+    /// The appliance listener's TLS port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The fleet CA the broker trusts; issue more client certificates with it.
+    /// The relay listener's TLS port on 127.0.0.1.
+    pub fn relay_port(&self) -> u16 {
+        self.relay_port
+    }
+
+    /// The fleet CA: the appliance listener trusts it for clients, and it signed the broker's
+    /// server certificate. Issue more appliance certificates with it.
     pub fn ca(&self) -> &FleetCa {
         &self.ca
     }
@@ -182,17 +221,31 @@ impl TlsBroker {
         self.launch(&mosquitto)
     }
 
-    /// Client options for `client_id` authenticated by a fresh certificate for `cn` from the
-    /// fleet CA, with the appliances' TLS policy.
+    /// Appliance-listener options for `client_id` authenticated by a fresh certificate for
+    /// `cn` from the fleet CA, with the appliances' TLS policy.
     pub fn client_options(&self, client_id: &str, cn: &str) -> anyhow::Result<MqttOptions> {
         self.options_for(client_id, &self.identity(cn)?)
     }
 
+    /// Relay-listener options for `client_id` authenticated by a fresh relay CA certificate
+    /// with the relay's CN, as a relay replica connects.
+    pub fn relay_options(&self, client_id: &str) -> anyhow::Result<MqttOptions> {
+        self.options_at(Listener::Relay, client_id, &self.relay_identity()?)
+    }
+
     /// A fresh identity for `cn` from the fleet CA, trusting the fleet CA.
     pub fn identity(&self, cn: &str) -> anyhow::Result<TlsIdentity> {
-        let issued = self
-            .ca
-            .issue_client_cert(cn, Validity::starting_now(CERT_VALIDITY))?;
+        self.identity_from(&self.ca, cn)
+    }
+
+    /// A fresh relay identity (CN `relay`) from the relay CA, trusting the fleet CA (which
+    /// signed the broker's certificate): what `gatehouse-relay pki init` makes.
+    pub fn relay_identity(&self) -> anyhow::Result<TlsIdentity> {
+        self.identity_from(&self.relay_ca, RELAY_IDENTITY)
+    }
+
+    fn identity_from(&self, issuer: &FleetCa, cn: &str) -> anyhow::Result<TlsIdentity> {
+        let issued = issuer.issue_client_cert(cn, Validity::starting_now(CERT_VALIDITY))?;
         Ok(TlsIdentity {
             ca_pem: self.ca.cert_pem().as_bytes().to_vec(),
             cert_pem: issued.cert_pem.into_bytes(),
@@ -200,17 +253,36 @@ impl TlsBroker {
         })
     }
 
-    /// Client options for `client_id` with `identity`, with the appliances' TLS policy.
+    /// Appliance-listener options for `client_id` with `identity`, with the appliances' TLS
+    /// policy.
     pub fn options_for(
         &self,
         client_id: &str,
         identity: &TlsIdentity,
     ) -> anyhow::Result<MqttOptions> {
-        Ok(identity.mqtt_options(client_id, &Ipv4Addr::LOCALHOST.to_string(), self.port)?)
+        self.options_at(Listener::Appliances, client_id, identity)
     }
 
-    /// Client options for `client_id` with any rustls configuration (to try what the policy
-    /// would never build: no client certificate, TLS 1.2...).
+    /// Options for `client_id` with `identity` on `listener`, with the appliances' TLS policy.
+    pub fn options_at(
+        &self,
+        listener: Listener,
+        client_id: &str,
+        identity: &TlsIdentity,
+    ) -> anyhow::Result<MqttOptions> {
+        let port = self.listener_port(listener);
+        Ok(identity.mqtt_options(client_id, &Ipv4Addr::LOCALHOST.to_string(), port)?)
+    }
+
+    fn listener_port(&self, listener: Listener) -> u16 {
+        match listener {
+            Listener::Appliances => self.port,
+            Listener::Relay => self.relay_port,
+        }
+    }
+
+    /// Appliance-listener options for `client_id` with any rustls configuration (to try what
+    /// the policy would never build: no client certificate, TLS 1.2...).
     pub fn options_with_tls(&self, client_id: &str, config: rustls::ClientConfig) -> MqttOptions {
         let mut options = MqttOptions::new(client_id, Ipv4Addr::LOCALHOST.to_string(), self.port);
         options
@@ -233,8 +305,22 @@ impl TlsBroker {
             .spawn()
             .with_context(|| format!("starting {}", mosquitto.display()))?;
         self.child = Some(child);
-        let probe = self.identity(PROBE_IDENTITY)?.client_config()?;
-        let probe = Arc::new(probe);
+        let probes = [
+            (self.port, self.identity(PROBE_IDENTITY)?),
+            (self.relay_port, self.relay_identity()?),
+        ];
+        for (port, identity) in probes {
+            self.wait_until_ready(port, Arc::new(identity.client_config()?))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the listener on `port` completes TLS handshakes with `probe`.
+    fn wait_until_ready(
+        &mut self,
+        port: u16,
+        probe: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -242,19 +328,19 @@ impl TlsBroker {
             {
                 self.child = None;
                 bail!(
-                    "mosquitto exited with {status} on port {}; its log:\n{}",
+                    "mosquitto exited with {status} on ports {} and {}; its log:\n{}",
                     self.port,
+                    self.relay_port,
                     self.log()
                 );
             }
-            match tls_handshake(self.port, probe.clone()) {
+            match tls_handshake(port, probe.clone()) {
                 Ok(()) => return Ok(()),
                 Err(error) if Instant::now() > deadline => {
                     let _ = self.stop();
                     bail!(
-                        "mosquitto did not complete a TLS handshake on port {} within {:?} \
+                        "mosquitto did not complete a TLS handshake on port {port} within {:?} \
                          ({error}); its log:\n{}",
-                        self.port,
                         STARTUP_TIMEOUT,
                         self.log()
                     );
@@ -278,6 +364,7 @@ impl Drop for TlsBroker {
 #[derive(Debug)]
 struct TestFiles {
     ca: PathBuf,
+    relay_ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
     persistence: PathBuf,
@@ -288,39 +375,85 @@ impl TestFiles {
     fn new(folder: &Path) -> TestFiles {
         TestFiles {
             ca: folder.join("fleet-ca.pem"),
+            relay_ca: folder.join("relay-ca.pem"),
             cert: folder.join("broker.pem"),
             key: folder.join("broker.key"),
             persistence: folder.join("persistence"),
             log: folder.join("mosquitto.log"),
         }
     }
+
+    /// The test's copy of a certificate or key file the shipped configuration names, if the
+    /// harness makes one of that name.
+    fn copy_of(&self, shipped: &str) -> Option<&Path> {
+        let name = Path::new(shipped).file_name()?;
+        [&self.ca, &self.relay_ca, &self.cert, &self.key]
+            .into_iter()
+            .find(|file| file.file_name() == Some(name))
+            .map(PathBuf::as_path)
+    }
+}
+
+/// The loopback ports the test's broker listens on.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    appliances: u16,
+    relay: u16,
 }
 
 /// The shipped configuration with the machine-specific values replaced (see the module
 /// documentation). Fails on a directive naming a file this function does not relocate, and
-/// unless there is exactly one listener.
+/// unless the shipped listeners are exactly the appliance and the relay listener.
 fn derive_config(
     shipped: &str,
-    port: u16,
+    ports: Ports,
     files: &TestFiles,
-    acl: &Path,
+    deploy: &Path,
 ) -> anyhow::Result<String> {
     let mut derived = String::new();
-    let mut listeners = 0;
+    let mut listeners = Vec::new();
     for (number, line) in shipped.lines().enumerate() {
         let trimmed = line.trim();
-        let directive = trimmed.split_whitespace().next().unwrap_or("");
+        let mut words = trimmed.split_whitespace();
+        let directive = words.next().unwrap_or("");
+        let argument = words.next().unwrap_or("");
+        let at = || format!("{SHIPPED_CONFIG}:{}", number + 1);
         let replaced = match directive {
             "" => None,
             _ if trimmed.starts_with('#') => None,
             "listener" => {
-                listeners += 1;
+                let port = match argument.parse::<u16>() {
+                    Ok(SHIPPED_APPLIANCE_PORT) => ports.appliances,
+                    Ok(SHIPPED_RELAY_PORT) => ports.relay,
+                    _ => bail!(
+                        "{}: the harness knows the listeners {SHIPPED_APPLIANCE_PORT} \
+                         (appliances) and {SHIPPED_RELAY_PORT} (relay), not `{trimmed}`",
+                        at()
+                    ),
+                };
+                listeners.push(port);
                 Some(format!("listener {port} 127.0.0.1"))
             }
-            "cafile" => Some(format!("cafile {}", files.ca.display())),
-            "certfile" => Some(format!("certfile {}", files.cert.display())),
-            "keyfile" => Some(format!("keyfile {}", files.key.display())),
-            "acl_file" => Some(format!("acl_file {}", acl.display())),
+            "cafile" | "certfile" | "keyfile" => {
+                let copy = files.copy_of(argument).with_context(|| {
+                    format!(
+                        "{}: the harness makes no `{argument}`; teach \
+                         hil-tests/src/broker.rs::TestFiles to make it",
+                        at()
+                    )
+                })?;
+                Some(format!("{directive} {}", copy.display()))
+            }
+            "acl_file" => {
+                let name = Path::new(argument)
+                    .file_name()
+                    .with_context(|| format!("{}: `{trimmed}` names no file", at()))?;
+                let acl = deploy.join(name);
+                if !acl.is_file() {
+                    bail!("{}: {} does not ship", at(), acl.display());
+                }
+                Some(format!("acl_file {}", acl.display()))
+            }
             "persistence_location" => Some(format!(
                 "persistence_location {}/",
                 files.persistence.display()
@@ -329,17 +462,23 @@ fn derive_config(
             "user" => Some(String::new()),
             "capath" | "crlfile" | "dhparamfile" | "password_file" | "psk_file" | "pid_file"
             | "include_dir" | "plugin" | "auth_plugin" | "persistence_file" => bail!(
-                "{SHIPPED_CONFIG}:{}: `{directive}` names a file; teach \
+                "{}: `{directive}` names a file; teach \
                  hil-tests/src/broker.rs::derive_config to relocate it",
-                number + 1
+                at()
             ),
             _ => None,
         };
         derived.push_str(replaced.as_deref().unwrap_or(line));
         derived.push('\n');
     }
-    if listeners != 1 {
-        bail!("{SHIPPED_CONFIG} has {listeners} listeners; the harness expects exactly one");
+    listeners.sort_unstable();
+    let mut expected = vec![ports.appliances, ports.relay];
+    expected.sort_unstable();
+    if listeners != expected {
+        bail!(
+            "{SHIPPED_CONFIG} must have the listeners {SHIPPED_APPLIANCE_PORT} and \
+             {SHIPPED_RELAY_PORT} once each; the harness runs both"
+        );
     }
     // Not a setting of the broker's behaviour: which Unix user runs it.
     derived.push_str("user root\n");
@@ -611,12 +750,22 @@ pub fn rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
 mod tests {
     use super::*;
 
+    const PORTS: Ports = Ports {
+        appliances: 4321,
+        relay: 4322,
+    };
+
+    fn deploy() -> anyhow::Result<PathBuf> {
+        Ok(fs::canonicalize(SHIPPED_DEPLOY_FOLDER)?)
+    }
+
     #[test]
     fn the_shipped_config_is_derived_with_only_machine_specific_values_replaced()
     -> anyhow::Result<()> {
         let shipped = fs::read_to_string(SHIPPED_CONFIG)?;
         let files = TestFiles::new(Path::new("/t"));
-        let derived = derive_config(&shipped, 4321, &files, Path::new("/deploy/acl"))?;
+        let deploy = deploy()?;
+        let derived = derive_config(&shipped, PORTS, &files, &deploy)?;
         let settings = |text: &str| -> Vec<String> {
             text.lines()
                 .map(str::trim)
@@ -625,33 +774,67 @@ mod tests {
                 .collect()
         };
         let (shipped, derived) = (settings(&shipped), settings(&derived));
-        let changed: Vec<(&String, &String)> = shipped
+        let changed: Vec<(String, String)> = shipped
             .iter()
             .zip(&derived)
             .filter(|(shipped, derived)| shipped != derived)
+            .map(|(shipped, derived)| (shipped.clone(), derived.clone()))
             .collect();
-        let directives: Vec<&str> = changed
-            .iter()
-            .filter_map(|(shipped, _)| shipped.split_whitespace().next())
-            .collect();
-        assert_eq!(
-            directives,
-            [
-                "persistence_location",
-                "log_dest",
-                "listener",
-                "cafile",
-                "certfile",
-                "keyfile",
-                "acl_file"
-            ]
-        );
+        let acl = |name: &str| format!("acl_file {}", deploy.join(name).display());
+        let expected: Vec<(String, String)> = [
+            (
+                "persistence_location /var/lib/mosquitto/",
+                "persistence_location /t/persistence/".to_owned(),
+            ),
+            (
+                "log_dest file /var/log/mosquitto/mosquitto.log",
+                "log_dest file /t/mosquitto.log".to_owned(),
+            ),
+            ("listener 8883", "listener 4321 127.0.0.1".to_owned()),
+            (
+                "cafile /etc/mosquitto/gatehouse/fleet-ca.pem",
+                "cafile /t/fleet-ca.pem".to_owned(),
+            ),
+            (
+                "certfile /etc/mosquitto/gatehouse/broker.pem",
+                "certfile /t/broker.pem".to_owned(),
+            ),
+            (
+                "keyfile /etc/mosquitto/gatehouse/broker.key",
+                "keyfile /t/broker.key".to_owned(),
+            ),
+            (
+                "acl_file /etc/mosquitto/gatehouse/acl-appliances",
+                acl("acl-appliances"),
+            ),
+            ("listener 8884", "listener 4322 127.0.0.1".to_owned()),
+            (
+                "cafile /etc/mosquitto/gatehouse/relay-ca.pem",
+                "cafile /t/relay-ca.pem".to_owned(),
+            ),
+            (
+                "certfile /etc/mosquitto/gatehouse/broker.pem",
+                "certfile /t/broker.pem".to_owned(),
+            ),
+            (
+                "keyfile /etc/mosquitto/gatehouse/broker.key",
+                "keyfile /t/broker.key".to_owned(),
+            ),
+            (
+                "acl_file /etc/mosquitto/gatehouse/acl-relay",
+                acl("acl-relay"),
+            ),
+        ]
+        .into_iter()
+        .map(|(shipped, derived)| (shipped.to_owned(), derived))
+        .collect();
+        assert_eq!(changed, expected);
         assert_eq!(derived.len(), shipped.len() + 1);
         assert_eq!(derived.last().map(String::as_str), Some("user root"));
-        assert!(derived.contains(&"listener 4321 127.0.0.1".to_owned()));
         for kept in [
             "require_certificate true",
             "use_identity_as_username true",
+            "use_username_as_clientid true",
             "tls_version tlsv1.3",
             "allow_anonymous false",
             "per_listener_settings true",
@@ -662,13 +845,38 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_or_certificate_the_harness_does_not_know_stops_the_derivation()
+    -> anyhow::Result<()> {
+        let files = TestFiles::new(Path::new("/t"));
+        let deploy = deploy()?;
+        for (config, expected) in [
+            ("listener 1883\n", ":1: the harness knows the listeners"),
+            (
+                "listener 8883\n",
+                "must have the listeners 8883 and 8884 once each",
+            ),
+            (
+                "listener 8883\ncafile /etc/other-ca.pem\n",
+                ":2: the harness makes no `/etc/other-ca.pem`",
+            ),
+            ("listener 8883\nacl_file /etc/acl-nobody\n", ":2: "),
+        ] {
+            let error = derive_config(config, PORTS, &files, &deploy)
+                .err()
+                .with_context(|| format!("{config:?} was accepted"))?;
+            assert!(error.to_string().contains(expected), "{config:?}: {error}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn an_unknown_file_directive_stops_the_derivation() -> anyhow::Result<()> {
         let files = TestFiles::new(Path::new("/t"));
         let error = derive_config(
             "listener 8883\ncrlfile /etc/crl.pem\n",
-            1,
+            PORTS,
             &files,
-            Path::new("/acl"),
+            &deploy()?,
         )
         .err()
         .context("a crlfile was accepted")?;

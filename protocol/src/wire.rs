@@ -89,8 +89,16 @@ pub mod topics {
 
     const PREFIX: &str = "gatehouse/v1/";
 
-    /// The relay's shared subscription to everything appliances send.
-    pub const RELAY_SUBSCRIPTION: &str = "$share/relay/gatehouse/v1/+/up/#";
+    /// The relay's shared subscription to everything appliances send, in the MQTT v5 share
+    /// group `group`: the broker hands each message to one member of the group.
+    ///
+    /// Any client that knows the group's name can join it, and Mosquitto drops a message it
+    /// hands to a member that may not read it. So the group name is the relay's secret (see
+    /// `relay/deploy/README.md`), not a constant of the contract. `group` must not contain
+    /// `/`, `+` or `#`; the relay's configuration checks that.
+    pub fn relay_subscription(group: &str) -> String {
+        format!("$share/{group}/{PREFIX}+/up/#")
+    }
 
     pub fn topic(appliance: &ApplianceId, channel: Channel) -> String {
         format!("{PREFIX}{appliance}/{}", channel.suffix())
@@ -109,6 +117,19 @@ pub mod topics {
         .into_iter()
         .find(|channel| channel.suffix() == suffix)?;
         Some((ApplianceId::new(appliance).ok()?, channel))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_relay_subscription_covers_every_up_topic_in_its_group() {
+            assert_eq!(
+                relay_subscription("relay-5f0c9d1e8a7b4c36"),
+                "$share/relay-5f0c9d1e8a7b4c36/gatehouse/v1/+/up/#"
+            );
+        }
     }
 }
 

@@ -1,29 +1,39 @@
-//! The fleet CA: the one certificate authority that the broker trusts for client certificates.
+//! The relay's certificate authorities: the **fleet CA**, which the broker's appliance
+//! listener trusts for client certificates, and the **relay CA**, which its relay listener
+//! trusts (both are a [`FleetCa`]; `gatehouse-relay pki init` makes the two).
 //!
 //! # Who holds what
 //!
 //! - The **relay** holds the fleet CA's key. It signs appliance certificates at claim time
-//!   ([`FleetCa::sign_csr`]), its own client certificate ([`FleetCa::issue_client_cert`]) and
-//!   the broker's server certificate ([`FleetCa::issue_server_cert`]).
+//!   ([`CheckedCsr::parse`], then [`FleetCa::sign_checked`]) and the broker's server
+//!   certificate ([`FleetCa::issue_server_cert`]). The relay CA signs only relay client
+//!   certificates ([`FleetCa::issue_client_cert`]); its key is kept offline.
 //! - An **appliance** makes its own key pair and a CSR ([`new_key_and_csr`], or its TPM); its
 //!   private key never leaves it. The relay answers with a certificate whose subject is
 //!   `CN = {appliance id}` and nothing else.
-//! - The **broker** (Mosquitto, `relay/deploy/`) trusts only the fleet CA, takes the CN of the
-//!   client certificate as the MQTT username (`use_identity_as_username`) and its ACL lets
-//!   user `X` write `gatehouse/v1/X/up/#` and read `gatehouse/v1/X/down/#`.
+//! - The **broker** (Mosquitto, `relay/deploy/`) has two listeners: the appliance listener
+//!   trusts only the fleet CA, the relay listener only the relay CA. It takes the CN of the
+//!   client certificate as the MQTT username (`use_identity_as_username`); on the appliance
+//!   listener the ACL lets user `X` write `gatehouse/v1/X/up/#` and read
+//!   `gatehouse/v1/X/down/#`, and nothing else.
 //!
 //! # Invariants
 //!
-//! - **The CN is chosen by the relay, never by the requester.** [`FleetCa::sign_csr`] takes
-//!   only the public key out of a CSR (after checking the CSR's signature, which proves the
-//!   requester holds the private key); subject, SANs, key usages, extensions and CA flags the
-//!   CSR asks for are ignored.
+//! - **The CN is chosen by the relay, never by the requester.** [`FleetCa::sign_checked`]
+//!   takes only the public key out of a CSR (after checking the CSR's signature, which proves
+//!   the requester holds the private key); subject, SANs, key usages, extensions and CA flags
+//!   the CSR asks for are ignored.
+//! - **Only ECDSA P-256 keys are certified**, and the certificate's key is written from the key
+//!   [`CheckedCsr::parse`] checked (id-ecPublicKey on prime256v1, an uncompressed point), never
+//!   from what the CSR's signature algorithm suggests.
 //! - **Every CN this CA writes is a valid id** (lowercase letters, digits, `-`, `_`, `.`; see
 //!   `gatehouse_protocol::ids`): no `/`, `+` or `#`, so the broker's `%u` ACL patterns can never
 //!   be steered into another appliance's topics.
-//! - **The relay's identities are reserved.** An appliance can never be issued the CN
-//!   [`RELAY_IDENTITY`] or one starting with `relay-` ([`is_relay_identity`]), which the
-//!   broker's ACL grants every appliance's topics.
+//! - **The relay's identities are reserved.** An appliance is never issued the CN
+//!   [`RELAY_IDENTITY`] or one starting with `relay-` ([`is_relay_identity`]). The broker does not
+//!   depend on it (the relay listener refuses every fleet certificate), but a certificate of the
+//!   fleet must never name itself like the relay: in logs, in audits, or on a broker set up with
+//!   one CA for both listeners.
 //! - Leaf certificates are never CAs (`basicConstraints CA:FALSE`) and carry exactly one
 //!   extended key usage: client authentication for appliances and relays, server
 //!   authentication for the broker. A stolen broker key cannot log in as a client.
@@ -35,14 +45,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use gatehouse_protocol::ApplianceId;
 use gatehouse_protocol::ids::{IdError, validate_id};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, PublicKeyData, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SerialNumber,
+    SignatureAlgorithm,
 };
 use rustls::pki_types::CertificateSigningRequestDer;
 use rustls::pki_types::pem::PemObject as _;
+use sha2::{Digest as _, Sha256};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
+    OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519, Oid,
+};
+use x509_parser::prelude::FromDer as _;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
-/// The CN of the relay's client certificate; the broker's ACL has a `user relay` entry.
+/// The CN of the relay's client certificate; the relay listener's ACL has a `user relay`
+/// entry.
 ///
 /// Every relay replica uses this CN (with its own MQTT client id): Mosquitto's ACL file has no
 /// username wildcards, so one entry serves all replicas.
@@ -61,12 +80,9 @@ const LATEST_X509_TIME: Duration = Duration::from_secs(253_402_300_799);
 /// Why a certificate could not be issued or the CA could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    /// The CSR is not PEM, not a CSR, has an unsupported extension or a bad signature.
-    #[error("the certificate signing request is not valid: {0}")]
-    BadCsr(String),
-    /// The CSR holds a key of another type than the fleet's.
-    #[error("the certificate signing request's key is {found}; the fleet uses ECDSA P-256")]
-    UnsupportedKey { found: String },
+    /// The CSR is unusable (see [`CsrError`]).
+    #[error(transparent)]
+    Csr(#[from] CsrError),
     /// The identity is not a valid id (and could break the broker's ACL patterns).
     #[error("`{identity}` cannot be a certificate identity: {source}")]
     BadIdentity {
@@ -89,6 +105,9 @@ pub enum PkiError {
     /// rcgen could not build or sign a certificate.
     #[error("certificate generation failed: {0}")]
     Generation(#[from] rcgen::Error),
+    /// A key or request could not be made (see `gatehouse_transport`).
+    #[error(transparent)]
+    Transport(#[from] gatehouse_transport::TransportError),
 }
 
 /// When a certificate is valid.
@@ -151,20 +170,7 @@ impl std::fmt::Debug for IssuedCert {
 }
 
 /// A fresh private key (PKCS#8 PEM) and a certificate signing request for it (PEM).
-#[derive(Clone)]
-pub struct KeyAndCsr {
-    pub key_pem: String,
-    pub csr_pem: String,
-}
-
-impl std::fmt::Debug for KeyAndCsr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
-        f.debug_struct("KeyAndCsr")
-            .field("csr_pem", &self.csr_pem)
-            .finish_non_exhaustive()
-    }
-}
+pub use gatehouse_transport::KeyAndCsr;
 
 /// Whether `identity` belongs to the relay ([`RELAY_IDENTITY`], or `relay-...` kept for
 /// replicas), and so may never be an appliance's certificate identity.
@@ -178,16 +184,145 @@ pub fn is_relay_identity(identity: &str) -> bool {
 /// Makes an ECDSA P-256 key pair and a CSR for it, as an appliance does at claim time.
 ///
 /// `common_name_hint` goes into the CSR's subject for the humans reading it; the relay ignores
-/// it and writes the appliance id it assigns ([`FleetCa::sign_csr`]).
+/// it and writes the appliance id it assigns ([`FleetCa::sign_checked`]).
 pub fn new_key_and_csr(common_name_hint: &str) -> Result<KeyAndCsr, PkiError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = common_name(common_name_hint);
-    let csr = params.serialize_request(&key)?;
-    Ok(KeyAndCsr {
-        key_pem: key.serialize_pem(),
-        csr_pem: csr.pem()?,
-    })
+    Ok(gatehouse_transport::new_p256_key_and_csr(common_name_hint)?)
+}
+
+/// Why a certificate signing request is refused. Each message names what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsrError {
+    #[error("the certificate signing request is not valid: not a PEM CERTIFICATE REQUEST ({0})")]
+    NotPem(String),
+    #[error("the certificate signing request is not valid: {0}")]
+    Malformed(String),
+    #[error("the certificate signing request is not valid: its signature does not match its key")]
+    BadSignature,
+    /// The request is for a key of another type than the fleet's.
+    #[error("the certificate signing request's key is {found}; the fleet uses ECDSA P-256")]
+    UnsupportedKey { found: String },
+}
+
+/// A certificate signing request checked once, before anything is spent on it: a PKCS#10
+/// request whose key is ECDSA P-256 (id-ecPublicKey on prime256v1, an uncompressed 65-byte
+/// point) and whose signature that key verifies (so the requester holds the private key).
+///
+/// Nothing else of the request is kept: [`FleetCa::sign_checked`] writes the key it holds
+/// and the subject and extensions the relay chooses.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CheckedCsr {
+    /// The uncompressed point `04 || x || y`.
+    point: Vec<u8>,
+    /// SHA-256 of the request's DER SubjectPublicKeyInfo, lowercase hex.
+    key_sha256: String,
+}
+
+impl std::fmt::Debug for CheckedCsr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedCsr")
+            .field("key_sha256", &self.key_sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The length of an uncompressed P-256 point: `04`, then x and y of 32 bytes each.
+const P256_POINT_BYTES: usize = 65;
+
+impl CheckedCsr {
+    /// Checks a PEM `CERTIFICATE REQUEST`.
+    pub fn parse(csr_pem: &str) -> Result<CheckedCsr, CsrError> {
+        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+            .map_err(|error| CsrError::NotPem(error.to_string()))?;
+        CheckedCsr::from_der(&der)
+    }
+
+    /// Checks a DER request.
+    pub fn from_der(der: &CertificateSigningRequestDer<'_>) -> Result<CheckedCsr, CsrError> {
+        let (rest, request) = X509CertificationRequest::from_der(der.as_ref())
+            .map_err(|error| CsrError::Malformed(error.to_string()))?;
+        if !rest.is_empty() {
+            return Err(CsrError::Malformed(format!(
+                "{} bytes follow the request",
+                rest.len()
+            )));
+        }
+        let key = &request.certification_request_info.subject_pki;
+        let point = p256_point(key)?;
+        // After the key type: the signature is then checked with a P-256 key, whatever
+        // hash the request names.
+        request
+            .verify_signature()
+            .map_err(|_| CsrError::BadSignature)?;
+        Ok(CheckedCsr {
+            point: point.to_vec(),
+            key_sha256: hex::encode(Sha256::digest(key.raw)),
+        })
+    }
+
+    /// SHA-256 of the request's DER SubjectPublicKeyInfo, lowercase hex: what identifies the
+    /// key (a retried claim must come with the same one).
+    pub fn key_sha256(&self) -> &str {
+        &self.key_sha256
+    }
+}
+
+/// The checked key, as rcgen writes it into a certificate: id-ecPublicKey, prime256v1, the
+/// point.
+impl PublicKeyData for CheckedCsr {
+    fn der_bytes(&self) -> &[u8] {
+        &self.point
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
+    }
+}
+
+/// The point of a P-256 SubjectPublicKeyInfo, or what the key is instead.
+fn p256_point<'a>(key: &'a SubjectPublicKeyInfo<'_>) -> Result<&'a [u8], CsrError> {
+    let unsupported = |found: String| Err(CsrError::UnsupportedKey { found });
+    let algorithm = &key.algorithm.algorithm;
+    if *algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY {
+        return unsupported(key_type_name(algorithm));
+    }
+    let curve = key
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|parameters| parameters.as_oid().ok());
+    match curve {
+        Some(curve) if curve == OID_EC_P256 => {}
+        Some(curve) => return unsupported(format!("an EC key on {}", curve_name(&curve))),
+        None => return unsupported("an EC key without a named curve".to_owned()),
+    }
+    let point: &[u8] = &key.subject_public_key.data;
+    if point.len() != P256_POINT_BYTES || point.first() != Some(&0x04) {
+        return unsupported(format!(
+            "a P-256 key that is not an uncompressed point ({} bytes)",
+            point.len()
+        ));
+    }
+    Ok(point)
+}
+
+fn key_type_name(algorithm: &Oid<'_>) -> String {
+    if *algorithm == OID_PKCS1_RSAENCRYPTION {
+        "an RSA key".to_owned()
+    } else if *algorithm == OID_SIG_ED25519 {
+        "an Ed25519 key".to_owned()
+    } else {
+        format!("a key of type {algorithm}")
+    }
+}
+
+fn curve_name(curve: &Oid<'_>) -> String {
+    if *curve == OID_NIST_EC_P384 {
+        "P-384".to_owned()
+    } else if *curve == OID_NIST_EC_P521 {
+        "P-521".to_owned()
+    } else {
+        format!("curve {curve}")
+    }
 }
 
 /// The fleet CA: signs appliance, relay and broker certificates.
@@ -214,7 +349,7 @@ impl FleetCa {
         if name.trim().is_empty() {
             return Err(PkiError::BadCa("the CA name must not be empty".into()));
         }
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let key = gatehouse_transport::new_p256_key()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name(name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -232,18 +367,11 @@ impl FleetCa {
     /// The CA from its certificate and its PKCS#8 ECDSA P-256 private key, both PEM. Fails if
     /// the key is not the certificate's or the certificate may not sign certificates.
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<FleetCa, PkiError> {
-        let key = KeyPair::from_pem(key_pem)
+        let key = gatehouse_transport::p256_key_from_pem(key_pem)
             .map_err(|error| PkiError::BadCa(format!("the private key: {error}")))?;
-        if key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
-            return Err(PkiError::BadCa(
-                "the private key is not an ECDSA P-256 key".into(),
-            ));
-        }
-        let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .next()
-            .transpose()
+        let cert_der = gatehouse_transport::certificates_from_pem(cert_pem.as_bytes())
             .map_err(|error| PkiError::BadCa(format!("the certificate: {error}")))?
-            .ok_or_else(|| PkiError::BadCa("no PEM certificate found".into()))?;
+            .swap_remove(0);
         // The certificate embeds its subject's public key info verbatim (DER is canonical).
         let key_info = key.subject_public_key_info();
         if !cert_der
@@ -280,55 +408,40 @@ impl FleetCa {
         &self.key_pem
     }
 
-    /// Signs an appliance's CSR: the certificate has the CSR's public key and
+    /// Signs an appliance's checked CSR: the certificate has the CSR's public key and
     /// `CN = {appliance}` as its whole subject, client authentication as its only extended key
-    /// usage, and nothing else the CSR asked for.
-    ///
-    /// Fails when the CSR is not a valid, self-signed PKCS#10 request for an ECDSA P-256 key
-    /// (requests with extensions other than SAN, key usage, extended key usage and basic
-    /// constraints are refused by the parser), or when `appliance` is a relay identity.
-    pub fn sign_csr(
+    /// usage, and nothing else the CSR asked for. Fails when `appliance` is a relay identity.
+    pub fn sign_checked(
         &self,
-        csr_pem: &str,
-        appliance: &ApplianceId,
-        validity: Validity,
-    ) -> Result<String, PkiError> {
-        let der =
-            CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|error| {
-                PkiError::BadCsr(format!("not a PEM CERTIFICATE REQUEST ({error})"))
-            })?;
-        self.sign_csr_der(&der, appliance, validity)
-    }
-
-    /// [`FleetCa::sign_csr`] for a DER request.
-    pub fn sign_csr_der(
-        &self,
-        csr: &CertificateSigningRequestDer<'_>,
+        csr: &CheckedCsr,
         appliance: &ApplianceId,
         validity: Validity,
     ) -> Result<String, PkiError> {
         if is_relay_identity(appliance.as_str()) {
             return Err(PkiError::ReservedIdentity(appliance.to_string()));
         }
-        let csr = CertificateSigningRequestParams::from_der(csr)
-            .map_err(|error| PkiError::BadCsr(error.to_string()))?;
-        let algorithm = csr.public_key.algorithm();
-        if algorithm != &PKCS_ECDSA_P256_SHA256 {
-            return Err(PkiError::UnsupportedKey {
-                found: format!("{algorithm:?}"),
-            });
-        }
         let params = leaf_params(
             appliance.as_str(),
             validity,
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
-        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+        Ok(params.signed_by(csr, &self.issuer)?.pem())
+    }
+
+    /// [`CheckedCsr::parse`] and [`FleetCa::sign_checked`] in one call, for a request checked
+    /// nowhere else.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        appliance: &ApplianceId,
+        validity: Validity,
+    ) -> Result<String, PkiError> {
+        self.sign_checked(&CheckedCsr::parse(csr_pem)?, appliance, validity)
     }
 
     /// A new key and a client certificate for `identity`: the relay's own
     /// ([`RELAY_IDENTITY`]), or a test's. Appliances get theirs through
-    /// [`FleetCa::sign_csr`], so their key never leaves them. `identity` must be a valid id.
+    /// [`FleetCa::sign_checked`], so their key never leaves them. `identity` must be a valid id.
     pub fn issue_client_cert(
         &self,
         identity: &str,
@@ -370,7 +483,7 @@ impl FleetCa {
     }
 
     fn issue(&self, params: CertificateParams) -> Result<IssuedCert, PkiError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let key = gatehouse_transport::new_p256_key()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
@@ -410,6 +523,21 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// A request for a P-384 key signed with ecdsa-with-SHA256, made with
+/// `openssl ecparam -name secp384r1 -genkey -noout -out k.pem` and
+/// `openssl req -new -key k.pem -sha256 -subj /CN=p384-sha256` (rcgen signs P-384 keys with
+/// SHA-384 only). It is valid: its signature verifies.
+#[cfg(test)]
+pub(crate) const P384_SIGNED_WITH_SHA256: &str = "-----BEGIN CERTIFICATE REQUEST-----
+MIIBDjCBlQIBADAWMRQwEgYDVQQDDAtwMzg0LXNoYTI1NjB2MBAGByqGSM49AgEG
+BSuBBAAiA2IABA0q5MKiA950hesBZD9wzQIzucj96HHUFZSElZxt4LKMNzkifrAn
+El+NTU8tV1Aj4YFtXxTzl4sTdwFjW4YpJJ453sx3Boy8BR/tDvBEKNUmbqfqNpeL
+Vzil7YbemuRe46AAMAoGCCqGSM49BAMCA2gAMGUCMQC4ooT5mE2JfJ1T0AylIXSW
+9dudAfnHAkeHDQne3UMRO5N6zrm85qD9bfcMJa1W63UCMHqO9uW9iFyDm5Tx4dMM
+5YBbAcfS9syJmbCe0EEW/WU5HwOrMi0AIhnXFxjAnT/vOA==
+-----END CERTIFICATE REQUEST-----
+";
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -427,9 +555,7 @@ mod tests {
         Ok(CertificateDer::from_pem_slice(pem.as_bytes())?)
     }
 
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
+    use gatehouse_transport::provider;
 
     fn roots(ca: &FleetCa) -> anyhow::Result<Arc<RootCertStore>> {
         let mut roots = RootCertStore::empty();
@@ -611,7 +737,7 @@ mod tests {
         let ca = ca()?;
         // A greedy request: another appliance's CN, an organisation, a SAN, server auth and
         // certificate signing.
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let key = gatehouse_transport::new_p256_key()?;
         let mut params = CertificateParams::new(vec!["relay".to_owned()])?;
         params.distinguished_name = common_name("app-b");
         params
@@ -650,7 +776,7 @@ mod tests {
         let claim = new_key_and_csr("lobby-appliance")?;
         let key = KeyPair::from_pem(&claim.key_pem)?;
         assert_eq!(key.algorithm(), &PKCS_ECDSA_P256_SHA256);
-        let requested = CertificateSigningRequestParams::from_pem(&claim.csr_pem)?;
+        let requested = rcgen::CertificateSigningRequestParams::from_pem(&claim.csr_pem)?;
         assert_eq!(
             requested.params.distinguished_name.get(&DnType::CommonName),
             Some(&rcgen::DnValue::Utf8String("lobby-appliance".to_owned()))
@@ -720,7 +846,10 @@ mod tests {
             .sign_csr("not a CSR at all", &app("app-a")?, validity)
             .err()
             .context("garbage was signed")?;
-        assert!(matches!(error, PkiError::BadCsr(_)), "{error:?}");
+        assert!(
+            matches!(error, PkiError::Csr(CsrError::NotPem(_))),
+            "{error:?}"
+        );
         assert_eq!(
             error.to_string(),
             "the certificate signing request is not valid: not a PEM CERTIFICATE REQUEST \
@@ -734,13 +863,27 @@ mod tests {
             .to_vec();
         let last = der.last_mut().context("an empty CSR")?;
         *last ^= 0x01;
-        let error = ca
-            .sign_csr_der(&der.into(), &app("app-a")?, validity)
+        let error = CheckedCsr::from_der(&der.clone().into())
             .err()
-            .context("a forged CSR was signed")?;
+            .context("a forged CSR was accepted")?;
+        assert_eq!(error, CsrError::BadSignature);
         assert_eq!(
             error.to_string(),
-            "the certificate signing request is not valid: Invalid CSR signature"
+            "the certificate signing request is not valid: its signature does not match its key"
+        );
+        // Cut short, or with bytes after it.
+        der.pop();
+        assert!(matches!(
+            CheckedCsr::from_der(&der.clone().into()),
+            Err(CsrError::Malformed(_))
+        ));
+        let mut long = CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())?
+            .as_ref()
+            .to_vec();
+        long.push(0);
+        assert_eq!(
+            CheckedCsr::from_der(&long.into()).err(),
+            Some(CsrError::Malformed("1 bytes follow the request".into()))
         );
         Ok(())
     }
@@ -748,18 +891,61 @@ mod tests {
     #[test]
     fn only_p256_keys_are_signed() -> anyhow::Result<()> {
         let ca = ca()?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
-        let csr = CertificateParams::default()
-            .serialize_request(&key)?
-            .pem()?;
-        let error = ca
-            .sign_csr(&csr, &app("app-a")?, Validity::starting_now(DAY))
+        let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+        let ed25519 = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        for (key, found) in [(&p384, "an EC key on P-384"), (&ed25519, "an Ed25519 key")] {
+            let csr = CertificateParams::default().serialize_request(key)?.pem()?;
+            let error = ca
+                .sign_csr(&csr, &app("app-a")?, Validity::starting_now(DAY))
+                .err()
+                .with_context(|| format!("{found} was signed"))?;
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "the certificate signing request's key is {found}; the fleet uses ECDSA P-256"
+                )
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_key_is_checked_not_the_signature_algorithm() -> anyhow::Result<()> {
+        // rcgen takes the key's type from the signature algorithm, so it reads this P-384 key
+        // as a P-256 one...
+        let requested = rcgen::CertificateSigningRequestParams::from_pem(P384_SIGNED_WITH_SHA256)?;
+        assert_eq!(requested.public_key.algorithm(), &PKCS_ECDSA_P256_SHA256);
+        // ...which is why the key itself is what is checked.
+        let error = CheckedCsr::parse(P384_SIGNED_WITH_SHA256)
             .err()
-            .context("a P-384 key was signed")?;
-        assert!(
-            matches!(error, PkiError::UnsupportedKey { .. }),
-            "{error:?}"
+            .context("a P-384 key signed with SHA-256 was accepted")?;
+        assert_eq!(
+            error,
+            CsrError::UnsupportedKey {
+                found: "an EC key on P-384".into()
+            }
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_checked_csr_names_its_key_by_the_hash_of_its_public_key_info() -> anyhow::Result<()> {
+        let key = gatehouse_transport::new_p256_key()?;
+        let expected = hex::encode(Sha256::digest(key.subject_public_key_info()));
+        let mut hashes = Vec::new();
+        for name in ["one", "two"] {
+            let csr = CertificateParams::new(vec![name.to_owned()])?
+                .serialize_request(&key)?
+                .pem()?;
+            let checked = CheckedCsr::parse(&csr)?;
+            assert_eq!(checked.key_sha256(), expected);
+            hashes.push(checked.key_sha256().to_owned());
+            // The certificate holds the very same key.
+            let cert = ca()?.sign_checked(&checked, &app("app-a")?, Validity::starting_now(DAY))?;
+            assert!(contains_key(&cert, &key)?);
+        }
+        let other = CheckedCsr::parse(&new_key_and_csr("x")?.csr_pem)?;
+        assert_ne!(other.key_sha256(), hashes[0]);
         Ok(())
     }
 

@@ -1,15 +1,20 @@
 //! Appliances: claim codes, certificates, health.
+//!
+//! A claim is one transaction ([`Store::begin_claim`], then [`PendingClaim::commit`] with the
+//! certificate's fingerprint), so the code is spent only once the certificate exists; and it is
+//! retryable for a while with the same key, so a lost answer does not spend it either.
 
 use gatehouse_protocol::{ApplianceId, SiteId};
 use rand::RngCore;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use super::sql::Sql;
 use super::tenants::not_found;
 use super::{
-    Appliance, Claim, Micros, NewClaim, SecretHash, StatusChange, Store, StoreError, TenantScope,
-    check_name, id_column, is_foreign_key_violation, new_id, to_db, u64_column,
+    Appliance, CLAIM_RETRY_WINDOW, Claim, Micros, NewClaim, PendingClaim, SecretHash, StatusChange,
+    Store, StoreError, TenantScope, check_name, id_column, is_foreign_key_violation, new_id, to_db,
+    u64_column,
 };
 
 /// The columns [`appliance_from_row`] reads.
@@ -86,62 +91,40 @@ impl Store {
         })
     }
 
-    /// Redeems a claim code, once: the installer's appliance learns who it is.
+    /// Redeems a claim code without issuing a certificate (fixtures, benchmarks, an admin
+    /// marking an appliance installed): once, before it expires. Such a redemption cannot be
+    /// repeated ([`Store::begin_claim`] repeats only for the key it was first redeemed for).
     pub async fn redeem_claim(&self, code: &str, now: Micros) -> Result<Claim, StoreError> {
-        let hash = SecretHash::of_claim_code(code);
         let mut transaction = self.begin_write().await?;
-        let redeemed = sqlx::query(
-            "UPDATE claim_codes SET used_at = $2 \
-             WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-             RETURNING tenant_id, site_id, appliance_id",
-        )
-        .bind(hash.as_str())
-        .bind(now)
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(row) = redeemed else {
-            let found = sqlx::query("SELECT used_at FROM claim_codes WHERE code_hash = $1")
-                .bind(hash.as_str())
-                .fetch_optional(&mut *transaction)
-                .await?;
-            return Err(match found {
-                None => StoreError::ClaimUnknown,
-                Some(row) if row.try_get::<Option<i64>, _>("used_at")?.is_some() => {
-                    StoreError::ClaimUsed
-                }
-                Some(_) => StoreError::ClaimExpired,
-            });
-        };
-        let claim = Claim {
-            tenant: id_column(&row, "tenant_id")?,
-            site: id_column(&row, "site_id")?,
-            appliance: id_column(&row, "appliance_id")?,
-        };
-        sqlx::query("UPDATE appliances SET claimed_at = $3 WHERE tenant_id = $1 AND id = $2")
-            .bind(claim.tenant.as_str())
-            .bind(claim.appliance.as_str())
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?;
+        let (claim, _) = redeem(&mut transaction, code, None, now).await?;
         transaction.commit().await?;
         Ok(claim)
     }
 
-    /// Notes the fingerprint of the certificate issued to an appliance (the relay's PKI).
-    pub async fn set_certificate_fingerprint(
+    /// Starts an appliance's claim: redeems `code` for the public key whose DER
+    /// SubjectPublicKeyInfo hashes (SHA-256, lowercase hex) to `key_sha256`, in a transaction
+    /// that [`PendingClaim::commit`] ends once the certificate is signed, so a failure before
+    /// the commit leaves the code unused.
+    ///
+    /// A code already used is accepted again for [`CLAIM_RETRY_WINDOW`] after its first use,
+    /// for the same key only (an appliance retrying after a lost answer reuses its key): the
+    /// caller signs a new certificate for the same appliance. Expiry does not end that window.
+    ///
+    /// Refusals are [`StoreError::ClaimUnknown`], [`StoreError::ClaimUsed`] (also for another
+    /// key within the window) and [`StoreError::ClaimExpired`].
+    pub async fn begin_claim(
         &self,
-        appliance: &ApplianceId,
-        fingerprint: &str,
-    ) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE appliances SET cert_fingerprint = $2 WHERE id = $1")
-            .bind(appliance.as_str())
-            .bind(fingerprint)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownAppliance(appliance.as_str().to_owned()));
-        }
-        Ok(())
+        code: &str,
+        key_sha256: &str,
+        now: Micros,
+    ) -> Result<PendingClaim, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let (claim, redemption) = redeem(&mut transaction, code, Some(key_sha256), now).await?;
+        Ok(PendingClaim {
+            transaction,
+            claim,
+            repeat: redemption == Redemption::Repeat,
+        })
     }
 
     /// The appliances of the scope's tenant, of one site or all.
@@ -239,29 +222,114 @@ impl Store {
         transaction.commit().await?;
         Ok(change)
     }
+}
 
-    /// Appliances of every tenant that have been offline since `before` or earlier, for the
-    /// relay's offline-alert job.
-    pub async fn appliances_offline_since(
-        &self,
-        before: Micros,
-    ) -> Result<Vec<(TenantScope, Appliance)>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            appliance_columns!(),
-            " FROM appliances WHERE online = 0 AND offline_since IS NOT NULL \
-              AND offline_since <= $1 ORDER BY offline_since, id"
-        ))
-        .bind(before)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let appliance = appliance_from_row(row)?;
-                Ok((TenantScope::new(appliance.tenant.clone()), appliance))
-            })
-            .collect()
+impl PendingClaim {
+    /// The appliance the code stands for.
+    pub fn claim(&self) -> &Claim {
+        &self.claim
     }
+
+    /// Whether this is a repeat of a claim already made for the same key.
+    pub fn is_repeat(&self) -> bool {
+        self.repeat
+    }
+
+    /// Stores the fingerprint (SHA-256 of the DER, lowercase hex) of the certificate just
+    /// signed for the appliance, and commits the claim.
+    pub async fn commit(mut self, cert_fingerprint: &str) -> Result<Claim, StoreError> {
+        sqlx::query("UPDATE appliances SET cert_fingerprint = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(self.claim.tenant.as_str())
+            .bind(self.claim.appliance.as_str())
+            .bind(cert_fingerprint)
+            .execute(&mut *self.transaction)
+            .await?;
+        self.transaction.commit().await?;
+        Ok(self.claim)
+    }
+}
+
+/// A claim code's row, as [`redeem`] reads it under its row lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CodeState {
+    expires_at: Micros,
+    used_at: Option<Micros>,
+    key_sha256: Option<String>,
+}
+
+/// What redeeming a code does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redemption {
+    /// First use: mark the code used (for this key) and the appliance claimed.
+    First,
+    /// The same key again, within [`CLAIM_RETRY_WINDOW`] of the first use: change nothing.
+    Repeat,
+}
+
+impl CodeState {
+    /// The decision, free of I/O. `key` is `None` for a redemption without a certificate,
+    /// which is never a repeat.
+    fn redeem(&self, key: Option<&str>, now: Micros) -> Result<Redemption, StoreError> {
+        match self.used_at {
+            None if self.expires_at > now => Ok(Redemption::First),
+            None => Err(StoreError::ClaimExpired),
+            Some(used_at) => {
+                let same_key = key.is_some() && self.key_sha256.as_deref() == key;
+                if same_key && now.saturating_sub(used_at) <= CLAIM_RETRY_WINDOW {
+                    Ok(Redemption::Repeat)
+                } else {
+                    Err(StoreError::ClaimUsed)
+                }
+            }
+        }
+    }
+}
+
+/// Redeems `code` inside `transaction`: locks the code's row, decides, and on a first use
+/// marks the code used (with `key`) and the appliance claimed.
+async fn redeem(
+    transaction: &mut Transaction<'static, Any>,
+    code: &str,
+    key: Option<&str>,
+    now: Micros,
+) -> Result<(Claim, Redemption), StoreError> {
+    let hash = SecretHash::of_claim_code(code);
+    // Touch the row first: it is locked until commit, so of two claims with one code the
+    // second sees what the first did.
+    let row = sqlx::query(
+        "UPDATE claim_codes SET used_at = used_at WHERE code_hash = $1 \
+         RETURNING tenant_id, site_id, appliance_id, expires_at, used_at, key_sha256",
+    )
+    .bind(hash.as_str())
+    .fetch_optional(&mut **transaction)
+    .await?
+    .ok_or(StoreError::ClaimUnknown)?;
+    let state = CodeState {
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+        key_sha256: row.try_get("key_sha256")?,
+    };
+    let redemption = state.redeem(key, now)?;
+    let claim = Claim {
+        tenant: id_column(&row, "tenant_id")?,
+        site: id_column(&row, "site_id")?,
+        appliance: id_column(&row, "appliance_id")?,
+    };
+    if redemption == Redemption::First {
+        sqlx::query("UPDATE claim_codes SET used_at = $2, key_sha256 = $3 WHERE code_hash = $1")
+            .bind(hash.as_str())
+            .bind(now)
+            .bind(key)
+            .execute(&mut **transaction)
+            .await?;
+        sqlx::query("UPDATE appliances SET claimed_at = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(claim.tenant.as_str())
+            .bind(claim.appliance.as_str())
+            .bind(now)
+            .execute(&mut **transaction)
+            .await?;
+    }
+    Ok((claim, redemption))
 }
 
 /// The health columns of an appliance; [`Health::apply`] is the decision, free of I/O.
@@ -348,6 +416,49 @@ mod tests {
             SecretHash::of_claim_code(&typed),
             SecretHash::of_claim_code(&code)
         );
+    }
+
+    #[test]
+    fn a_code_is_redeemed_once_then_repeated_only_for_its_key_for_a_while() {
+        let fresh = CodeState {
+            expires_at: 1_000,
+            used_at: None,
+            key_sha256: None,
+        };
+        assert_eq!(fresh.redeem(Some("k1"), 999).ok(), Some(Redemption::First));
+        assert_eq!(fresh.redeem(None, 999).ok(), Some(Redemption::First));
+        assert!(matches!(
+            fresh.redeem(Some("k1"), 1_000),
+            Err(StoreError::ClaimExpired)
+        ));
+
+        let used = CodeState {
+            used_at: Some(900),
+            key_sha256: Some("k1".into()),
+            ..fresh
+        };
+        let last = 900 + CLAIM_RETRY_WINDOW;
+        // The same key, even past the code's expiry, until the window closes.
+        assert_eq!(
+            used.redeem(Some("k1"), 1_500).ok(),
+            Some(Redemption::Repeat)
+        );
+        assert_eq!(used.redeem(Some("k1"), last).ok(), Some(Redemption::Repeat));
+        for (key, at) in [(Some("k1"), last + 1), (Some("k2"), 950), (None, 950)] {
+            assert!(
+                matches!(used.redeem(key, at), Err(StoreError::ClaimUsed)),
+                "{key:?} at {at}"
+            );
+        }
+        // Redeemed without a key: never repeated.
+        let keyless = CodeState {
+            key_sha256: None,
+            ..used
+        };
+        assert!(matches!(
+            keyless.redeem(None, 950),
+            Err(StoreError::ClaimUsed)
+        ));
     }
 
     #[test]

@@ -5,12 +5,29 @@ use gatehouse_protocol::ApplianceId;
 use sqlx::AnyConnection;
 use sqlx::Row;
 
+use super::downlinks::complete_downlinks;
 use super::{
-    IngestOutcome, IngestRecord, Store, StoreError, TenantScope, id_column, to_db, u64_column,
+    IngestIncident, IngestOutcome, IngestRecord, Store, StoreError, TenantScope, id_column, to_db,
+    u64_column,
 };
+
+/// The most records one batch may hold (appliances send at most 500): a batch is one
+/// transaction that holds the appliance's row lock, so its size bounds how long it takes.
+pub const MAX_BATCH_RECORDS: usize = 5000;
 
 /// How many rows after the ack one query reads while advancing it.
 const ADVANCE_CHUNK: i64 = 256;
+
+/// What a batch did, record by record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestReport {
+    pub outcome: IngestOutcome,
+    /// The seqs this batch stored for the first time (the others were duplicates), in batch
+    /// order: what happened once, to be logged once.
+    pub stored: Vec<u64>,
+    /// Pending HQ commands its incident records completed.
+    pub downlinks_done: u64,
+}
 
 /// A record checked and converted to column values.
 struct CheckedRecord<'a> {
@@ -18,6 +35,14 @@ struct CheckedRecord<'a> {
     seq: i64,
     through_seq: i64,
     incident_id: Option<i64>,
+}
+
+impl IngestRecord {
+    /// Whether [`Store::ingest`] can store this record: its seq, eviction range and incident
+    /// id must fit the columns. A batch with a record that does not is refused whole.
+    pub fn check(&self) -> Result<(), StoreError> {
+        check_record(self).map(|_| ())
+    }
 }
 
 impl Store {
@@ -32,6 +57,26 @@ impl Store {
         appliance: &ApplianceId,
         records: &[IngestRecord],
     ) -> Result<IngestOutcome, StoreError> {
+        Ok(self.ingest_report(appliance, records).await?.outcome)
+    }
+
+    /// [`Store::ingest`], saying also which records were new and which HQ commands the batch
+    /// completed (an incident record at or past a pending command's step completes it, in the
+    /// batch's transaction).
+    pub async fn ingest_report(
+        &self,
+        appliance: &ApplianceId,
+        records: &[IngestRecord],
+    ) -> Result<IngestReport, StoreError> {
+        if records.len() > MAX_BATCH_RECORDS {
+            return Err(StoreError::Invalid {
+                field: "records",
+                reason: format!(
+                    "a batch holds at most {MAX_BATCH_RECORDS} records, this one {}",
+                    records.len()
+                ),
+            });
+        }
         let rows = records
             .iter()
             .map(check_record)
@@ -52,14 +97,26 @@ impl Store {
         let scope = TenantScope::new(id_column(&locked, "tenant_id")?);
         let acked_before = u64_column(&locked, "acked_seq")?;
 
-        let mut inserted = 0;
+        let mut stored = Vec::new();
+        let mut downlinks_done = 0;
         let mut covered = Vec::new();
         for row in &rows {
             if insert_record(connection, &scope, appliance, row).await? {
-                inserted += 1;
+                stored.push(row.record.seq);
                 covered.push((row.seq, row.through_seq));
-                if row.record.incident.is_some() {
-                    upsert_incident(connection, &scope, appliance, row).await?;
+                if let (Some(incident), Some(incident_id)) = (&row.record.incident, row.incident_id)
+                {
+                    upsert_incident(connection, &scope, appliance, row, incident, incident_id)
+                        .await?;
+                    downlinks_done += complete_downlinks(
+                        connection,
+                        &scope,
+                        appliance,
+                        incident_id,
+                        incident.state,
+                        row.record.recorded_at,
+                    )
+                    .await?;
                 }
             } else if row.record.evicted_through.is_some()
                 && widen_marker(connection, appliance, row).await?
@@ -77,11 +134,16 @@ impl Store {
                 .await?;
         }
         transaction.commit().await?;
-        Ok(IngestOutcome {
-            scope,
-            highest_contiguous_seq: acked,
-            inserted,
-            duplicates: rows.len() - inserted,
+        let inserted = stored.len();
+        Ok(IngestReport {
+            outcome: IngestOutcome {
+                scope,
+                highest_contiguous_seq: acked,
+                inserted,
+                duplicates: rows.len() - inserted,
+            },
+            stored,
+            downlinks_done,
         })
     }
 }
@@ -170,10 +232,9 @@ async fn upsert_incident(
     scope: &TenantScope,
     appliance: &ApplianceId,
     row: &CheckedRecord<'_>,
+    incident: &IngestIncident,
+    incident_id: i64,
 ) -> Result<(), StoreError> {
-    let (Some(incident), Some(incident_id)) = (&row.record.incident, row.incident_id) else {
-        return Ok(());
-    };
     sqlx::query(
         "INSERT INTO incidents (tenant_id, appliance_id, incident_id, state, severity, title, \
          opened_at, updated_at, last_seq, body) \

@@ -10,12 +10,12 @@
 //!   `AUTOINCREMENT`), timestamps are microseconds since the Unix epoch ([`Micros`]), booleans
 //!   are 0/1 (the Any driver cannot read SQLite `BOOLEAN` columns), JSON bodies are TEXT;
 //! - placeholders are `$1, $2, ...` (SQLite reads `$NNN` as positional). Dynamic filters are
-//!   assembled by [`sql::Sql`], which writes `$n` placeholders (sqlx's `QueryBuilder` would
+//!   assembled by `sql::Sql`, which writes `$n` placeholders (sqlx's `QueryBuilder` would
 //!   write `?`, which PostgreSQL refuses);
 //! - upserts are `INSERT ... ON CONFLICT (...) DO NOTHING | DO UPDATE ... WHERE ...`, and
 //!   `RETURNING` is used for row locks (both have had them for years).
 //!
-//! What differs between the backends lives in [`Store::open`] and [`Store::begin_write`] and
+//! What differs between the backends lives in [`Store::open`] and `Store::begin_write` and
 //! nowhere else: SQLite gets WAL and `BEGIN IMMEDIATE` (so two writers queue on the busy
 //! timeout instead of failing on a stale snapshot), and an in-memory SQLite database gets a
 //! pool of exactly one connection (each connection would otherwise see its own database).
@@ -29,8 +29,21 @@
 //!   authenticated API token) or for the relay itself from an appliance
 //!   ([`Store::appliance_scope`], [`IngestOutcome::scope`]). A row of another tenant is
 //!   `None` to a read, [`StoreError::NotFound`] to a write, and never in a list. The schema
-//!   backs this with composite foreign keys `(tenant_id, appliance_id)`, so a record, claim or
-//!   incident cannot name an appliance of another tenant.
+//!   backs this with composite foreign keys `(tenant_id, appliance_id)`, so a record, claim,
+//!   incident, alert or command cannot name an appliance of another tenant.
+//! - **The relay's own paths cross tenants, and only they.** They take no scope because no
+//!   operator is behind them, and each names what it trusts instead:
+//!   - ingestion and statuses ([`Store::ingest`], [`Store::set_appliance_status`]) trust the
+//!     appliance id, which the broker authenticated; the tenant comes from the appliance's
+//!     row;
+//!   - [`Store::raise_offline_alerts`] scans every tenant's appliances and writes each alert
+//!     with the `tenant_id` read from the appliance's own row, under its lock;
+//!   - claiming (`redeem_claim`, `begin_claim` and its `commit`, which notes the
+//!     certificate's fingerprint) finds the appliance and its tenant from the claim code, the
+//!     secret that proves who is asking;
+//!   - [`Store::claim_due_downlinks`], [`Store::count_pending_downlinks`] and
+//!     [`Store::mark_downlink_sent`] work on the command queue of every tenant (the rows
+//!     carry their tenant); nothing they return reaches an operator.
 //! - **Idempotent ingestion.** A record is stored once per `(appliance, seq)`: redelivery is an
 //!   `ON CONFLICT DO NOTHING`, counted as a duplicate. A batch is one transaction; nothing is
 //!   acknowledged before it commits.
@@ -48,16 +61,27 @@
 //!   newer than the one the stored state came from, and the lifecycle open → acknowledged →
 //!   resolved never regresses (so an operator's acknowledgement at the relay survives an older
 //!   appliance record arriving late).
+//! - **An operator's step reaches the appliance.** An acknowledgement or resolution at the
+//!   relay and its command (`downlinks`) commit in one transaction
+//!   ([`Store::step_incident_with_downlink`]); the command stays pending until a record of
+//!   the appliance shows the incident at or past the step, which completes it in that batch's
+//!   transaction. Sending (and sending again) is the MQTT side's business.
+//! - **A batch is bounded**: at most [`MAX_BATCH_RECORDS`] records, so one transaction holds
+//!   the appliance's row lock for a bounded time.
 //! - **No clock inside.** Every time (`now`, `at`, `expires_at`) is passed in, so callers
 //!   and tests decide what "now" is.
 //! - **Secrets are stored hashed.** Claim codes and API tokens are kept as SHA-256
 //!   ([`SecretHash`]); the plaintext is returned once, at creation.
 //!
 //! Layout: [`model`] (what the store takes and returns), `tenants.rs` (tenants, sites, API
-//! tokens), `appliances.rs` (claims, health), `ingest.rs` (records and incident state),
-//! `queries.rs` (incidents and events for operators), `sql.rs` (dynamic `WHERE` clauses).
+//! tokens), `appliances.rs` (claims, health), `ingest.rs` (records, incident state, the ack),
+//! `queries.rs` (incidents and events for operators, their steps), `alerts.rs` (the relay's
+//! own alerts: appliance offline), `downlinks.rs` (operators' steps on their way to
+//! appliances), `sql.rs` (dynamic `WHERE` clauses).
 
+mod alerts;
 mod appliances;
+mod downlinks;
 mod ingest;
 pub mod model;
 mod queries;
@@ -77,6 +101,8 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+pub use downlinks::{DownlinkStep, StoredDownlink};
+pub use ingest::{IngestReport, MAX_BATCH_RECORDS};
 pub use model::*;
 
 /// Microseconds since the Unix epoch, UTC (the wire's `*_us`).

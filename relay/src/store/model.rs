@@ -5,6 +5,7 @@ use std::fmt;
 use gatehouse_protocol::ids::validate_id;
 use gatehouse_protocol::{ApplianceId, IdError, IncidentState, Severity, SiteId};
 use serde::{Deserialize, Serialize};
+use sqlx::{Any, Transaction};
 
 use super::{Micros, TenantScope};
 
@@ -90,13 +91,24 @@ pub struct Appliance {
     pub acked_seq: u64,
 }
 
-/// A claim code just made: the plaintext is shown once, to the HQ admin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A claim code just made: the plaintext is shown once, to the HQ admin. Its `Debug` leaves
+/// the code out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewClaim {
     /// `XXXX-XXXX-XXXX-XXXX-XXXX` (Crockford base32, 100 bits).
     pub code: String,
     pub appliance: ApplianceId,
     pub expires_at: Micros,
+}
+
+impl fmt::Debug for NewClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewClaim")
+            .field("code", &"***")
+            .field("appliance", &self.appliance)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// What a redeemed claim code stood for. (A tenant id, not a [`TenantScope`]: the code
@@ -106,6 +118,33 @@ pub struct Claim {
     pub tenant: TenantId,
     pub site: SiteId,
     pub appliance: ApplianceId,
+}
+
+/// How long after its first use a claim code may be redeemed again, for the same public key
+/// only: long enough for an appliance to retry after a lost answer (its own timeout is 30 s),
+/// short enough that a code seen later is worth nothing.
+pub const CLAIM_RETRY_WINDOW: Micros = 15 * 60 * 1_000_000;
+
+/// A claim code redeemed inside a transaction that is not committed yet
+/// ([`Store::begin_claim`](super::Store::begin_claim)): the caller signs the certificate, then
+/// [`PendingClaim::commit`]s with its fingerprint. Dropped without a commit, it is rolled back
+/// and the code is as it was.
+///
+/// It holds a database write transaction (on SQLite, the database's write lock): sign and
+/// commit at once, without waiting on anything else.
+pub struct PendingClaim {
+    pub(super) transaction: Transaction<'static, Any>,
+    pub(super) claim: Claim,
+    pub(super) repeat: bool,
+}
+
+impl fmt::Debug for PendingClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingClaim")
+            .field("claim", &self.claim)
+            .field("repeat", &self.repeat)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a status message changed an appliance.
@@ -166,12 +205,22 @@ pub struct Principal {
     pub name: String,
 }
 
-/// An API token just made: the plaintext is shown once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An API token just made: the plaintext is shown once. Its `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewApiToken {
     pub token: String,
     pub name: String,
     pub role: Role,
+}
+
+impl fmt::Debug for NewApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewApiToken")
+            .field("token", &"***")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -365,4 +414,55 @@ pub(super) fn severity_from_str(text: &str) -> Option<Severity> {
     ]
     .into_iter()
     .find(|severity| severity.as_str() == text)
+}
+
+/// What an alert is about. Stored as its `as_str` text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The appliance has been offline (last will, or silent) for longer than the relay's
+    /// configured grace period.
+    ApplianceOffline,
+}
+
+/// A condition the relay itself raises for a tenant (as opposed to an appliance's incident).
+/// Raised once per occurrence; cleared when the condition ends (the appliance is back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub id: String,
+    pub tenant: TenantId,
+    pub site: SiteId,
+    pub appliance: ApplianceId,
+    pub kind: AlertKind,
+    pub raised_at: Micros,
+    pub cleared_at: Option<Micros>,
+    /// Human-readable, e.g. "appliance lobby-1 offline since 2026-11-26T01:00:00Z".
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_just_made_are_never_printed() -> anyhow::Result<()> {
+        let claim = NewClaim {
+            code: "ABCD-EFGH-JKMN-PQRS-TVWX".into(),
+            appliance: ApplianceId::new("app-1")?,
+            expires_at: 7,
+        };
+        let token = NewApiToken {
+            token: "ght_0123456789abcdef".into(),
+            name: "dana".into(),
+            role: Role::Admin,
+        };
+        for (printed, secret, shown) in [
+            (format!("{claim:?}"), "ABCD", "app-1"),
+            (format!("{token:?}"), "ght_", "dana"),
+        ] {
+            assert!(!printed.contains(secret), "{printed}");
+            assert!(printed.contains(shown), "{printed}");
+        }
+        Ok(())
+    }
 }

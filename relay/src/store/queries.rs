@@ -278,8 +278,7 @@ impl Store {
         Ok(Paged { items, next })
     }
 
-    /// One operator step on an incident, in one transaction: the state change (if any), the
-    /// comment row, and the incident as it now stands.
+    /// One operator step on an incident, in a transaction of its own (see [`apply_step`]).
     #[allow(clippy::too_many_arguments)]
     async fn step_incident(
         &self,
@@ -291,84 +290,110 @@ impl Store {
         comment: Option<&str>,
         at: Micros,
     ) -> Result<Incident, StoreError> {
-        check_name("author", by)?;
-        if let Some(comment) = comment {
-            check_text("comment", comment, 4000)?;
-        }
-        let incident_id = to_db("incident id", incident)?;
         let mut transaction = self.begin_write().await?;
-        let connection: &mut AnyConnection = &mut transaction;
-        let update = match step {
-            IncidentStep::Comment => None,
-            IncidentStep::Acknowledge => Some(
-                "UPDATE incidents SET state = 'acknowledged', updated_at = $4 \
-                 WHERE tenant_id = $1 AND appliance_id = $2 AND incident_id = $3 \
-                 AND state = 'open'",
-            ),
-            IncidentStep::Resolve => Some(
-                "UPDATE incidents SET state = 'resolved', updated_at = $4 \
-                 WHERE tenant_id = $1 AND appliance_id = $2 AND incident_id = $3 \
-                 AND state IN ('open', 'acknowledged')",
-            ),
-        };
-        let changed = match update {
-            Some(statement) => {
-                sqlx::query(statement)
-                    .bind(scope.id())
-                    .bind(appliance.as_str())
-                    .bind(incident_id)
-                    .bind(at)
-                    .execute(&mut *connection)
-                    .await?
-                    .rows_affected()
-                    == 1
-            }
-            None => false,
-        };
-        if !changed {
-            let state = incident_state(connection, scope, appliance, incident_id)
-                .await?
-                .ok_or_else(|| not_found("incident", &format!("{appliance}/{incident}")))?;
-            let refusal = match (step, state) {
-                (IncidentStep::Comment, _) => None,
-                (_, IncidentState::Resolved) => Some(LifecycleError::AlreadyResolved(incident)),
-                (_, _) => Some(LifecycleError::AlreadyAcknowledged(incident)),
-            };
-            if let Some(source) = refusal {
-                return Err(StoreError::Lifecycle {
-                    appliance: appliance.as_str().to_owned(),
-                    source,
-                });
-            }
-        }
-        sqlx::query(
-            "INSERT INTO incident_comments (id, tenant_id, appliance_id, incident_id, \
-             created_at, author, step, comment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        let incident = apply_step(
+            &mut transaction,
+            scope,
+            appliance,
+            incident,
+            step,
+            by,
+            comment,
+            at,
         )
-        .bind(new_id("note"))
-        .bind(scope.id())
-        .bind(appliance.as_str())
-        .bind(incident_id)
-        .bind(at)
-        .bind(by)
-        .bind(step.as_str())
-        .bind(comment)
-        .execute(&mut *connection)
         .await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            incident_columns!(),
-            " FROM incidents WHERE tenant_id = $1 AND appliance_id = $2 AND incident_id = $3"
-        ))
-        .bind(scope.id())
-        .bind(appliance.as_str())
-        .bind(incident_id)
-        .fetch_one(&mut *connection)
-        .await?;
-        let incident = incident_from_row(&row)?;
         transaction.commit().await?;
         Ok(incident)
     }
+}
+
+/// One operator step on an incident, in the caller's transaction: the state change (if any),
+/// the comment row, and the incident as it now stands. (`downlinks.rs` adds the command that
+/// carries the step to the appliance to the same transaction.)
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn apply_step(
+    connection: &mut AnyConnection,
+    scope: &TenantScope,
+    appliance: &ApplianceId,
+    incident: u64,
+    step: IncidentStep,
+    by: &str,
+    comment: Option<&str>,
+    at: Micros,
+) -> Result<Incident, StoreError> {
+    check_name("author", by)?;
+    if let Some(comment) = comment {
+        check_text("comment", comment, 4000)?;
+    }
+    let incident_id = to_db("incident id", incident)?;
+    let update = match step {
+        IncidentStep::Comment => None,
+        IncidentStep::Acknowledge => Some(
+            "UPDATE incidents SET state = 'acknowledged', updated_at = $4 \
+             WHERE tenant_id = $1 AND appliance_id = $2 AND incident_id = $3 \
+             AND state = 'open'",
+        ),
+        IncidentStep::Resolve => Some(
+            "UPDATE incidents SET state = 'resolved', updated_at = $4 \
+             WHERE tenant_id = $1 AND appliance_id = $2 AND incident_id = $3 \
+             AND state IN ('open', 'acknowledged')",
+        ),
+    };
+    let changed = match update {
+        Some(statement) => {
+            sqlx::query(statement)
+                .bind(scope.id())
+                .bind(appliance.as_str())
+                .bind(incident_id)
+                .bind(at)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected()
+                == 1
+        }
+        None => false,
+    };
+    if !changed {
+        let state = incident_state(connection, scope, appliance, incident_id)
+            .await?
+            .ok_or_else(|| not_found("incident", &format!("{appliance}/{incident}")))?;
+        let refusal = match (step, state) {
+            (IncidentStep::Comment, _) => None,
+            (_, IncidentState::Resolved) => Some(LifecycleError::AlreadyResolved(incident)),
+            (_, _) => Some(LifecycleError::AlreadyAcknowledged(incident)),
+        };
+        if let Some(source) = refusal {
+            return Err(StoreError::Lifecycle {
+                appliance: appliance.as_str().to_owned(),
+                source,
+            });
+        }
+    }
+    sqlx::query(
+        "INSERT INTO incident_comments (id, tenant_id, appliance_id, incident_id, \
+         created_at, author, step, comment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(new_id("note"))
+    .bind(scope.id())
+    .bind(appliance.as_str())
+    .bind(incident_id)
+    .bind(at)
+    .bind(by)
+    .bind(step.as_str())
+    .bind(comment)
+    .execute(&mut *connection)
+    .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        incident_columns!(),
+        " FROM incidents WHERE tenant_id = $1 AND appliance_id = $2 AND incident_id = $3"
+    ))
+    .bind(scope.id())
+    .bind(appliance.as_str())
+    .bind(incident_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    incident_from_row(&row)
 }
 
 async fn incident_state(

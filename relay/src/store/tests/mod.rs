@@ -31,10 +31,13 @@ macro_rules! on_both_backends {
 }
 
 mod admin;
+mod alerts;
 mod claims;
+mod downlinks;
 mod fixtures;
 mod harness;
 mod ingest;
 mod isolation;
 mod operators;
 mod property;
+mod rejected;
