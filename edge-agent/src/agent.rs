@@ -80,9 +80,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     {
         std::fs::create_dir_all(folder)?;
     }
-    let connection =
+    let mut connection =
         journal::open_for_writing(&path, config.journal.synchronous == Synchronous::Full)
             .map_err(journal_error)?;
+    // Before the writer owns the connection: an outbox acknowledged for another appliance id
+    // (the appliance was claimed again) is renumbered from 1 for the new one.
+    if let Some(uplink) = &config.uplink {
+        let binding = crate::uplink::outbox::bind(&mut connection, &uplink.appliance_id)
+            .map_err(journal_error)?;
+        tracing::info!(appliance = %uplink.appliance_id, ?binding, "outbox bound");
+    }
     let reader = Reader::new(path.clone());
     let mut rules = Rules::from_config(&config);
     let watched = rules.points();

@@ -21,6 +21,7 @@
 pub mod adapters;
 pub mod agent;
 pub mod api;
+pub mod claim;
 pub mod config;
 pub mod journal;
 pub mod live;

@@ -1,12 +1,13 @@
 //! `gatehouse-edge`: the Gatehouse edge agent.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gatehouse_edge::agent;
 use gatehouse_edge::api::auth::{Role, hash_token, new_token};
+use gatehouse_edge::claim::{self, ClaimOptions, CodeArg, SiteConfigUpdate};
 use gatehouse_edge::config::Config;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -52,6 +53,37 @@ enum Command {
         /// The user's role.
         #[arg(long, value_enum, default_value_t = RoleArg::Integrator)]
         role: RoleArg,
+    },
+    /// Claims this appliance into its tenant: makes its key pair, sends a certificate request
+    /// with the one-time claim code from HQ to the relay, checks the certificate it answers,
+    /// writes the identity to DIR and prints the `[uplink]` section of the site config.
+    Claim {
+        /// The relay's base URL (https://; http:// only to a loopback address, for tests).
+        #[arg(long)]
+        relay: String,
+        /// The one-time claim code from HQ. `-` reads it from the first line of standard
+        /// input; without --code it is taken from $GATEHOUSE_CLAIM_CODE. A code written on the
+        /// command line can be read by every user of this machine while the claim runs
+        /// (`ps`) and stays in the shell's history: prefer `-` or the variable.
+        #[arg(
+            long,
+            value_name = "CODE|-",
+            env = "GATEHOUSE_CLAIM_CODE",
+            hide_env_values = true
+        )]
+        code: CodeArg,
+        /// The folder for the key, the certificate and the fleet CA (made if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA (PEM) that signed the relay's HTTPS certificate; default: the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// A site config to append the `[uplink]` section to (only if it has none).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Replace an identity already in DIR with a new key and certificate.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -120,6 +152,96 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { config } => run(config),
+        Command::Claim {
+            relay,
+            code,
+            dir,
+            ca_file,
+            config,
+            force,
+        } => {
+            let code = match read_code(code) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("claim failed: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            run_claim(&ClaimOptions {
+                relay,
+                code,
+                dir,
+                ca_file,
+                config,
+                force,
+            })
+        }
+    }
+}
+
+/// The claim code of `--code`; for `-`, from standard input, with a prompt when a person is
+/// typing it.
+fn read_code(code: CodeArg) -> Result<claim::ClaimCode, claim::ClaimError> {
+    let stdin = std::io::stdin();
+    if code == CodeArg::Stdin && stdin.is_terminal() {
+        eprint!("claim code: ");
+        let _ = std::io::stderr().flush();
+    }
+    code.read(stdin.lock())
+}
+
+fn run_claim(options: &ClaimOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let claimed = match runtime.block_on(claim::claim(options)) {
+        Ok(claimed) => claimed,
+        Err(error) => {
+            eprintln!("claim failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "claimed appliance `{}`: {}, {} and {} are in {}",
+        claimed.appliance_id,
+        claim::KEY_FILE,
+        claim::CERT_FILE,
+        claim::CA_FILE,
+        claimed.dir.display()
+    );
+    println!();
+    print!("{}", claimed.uplink_section);
+    println!();
+    match claimed.site_config {
+        SiteConfigUpdate::NotRequested => {
+            println!("Add this section to the site config.");
+            ExitCode::SUCCESS
+        }
+        SiteConfigUpdate::Appended(file) => {
+            println!("Appended to {}, which is valid.", file.display());
+            ExitCode::SUCCESS
+        }
+        SiteConfigUpdate::AppendedWithProblems(error) => {
+            eprintln!("Appended to the site config, but it is not valid yet:");
+            eprint!("{error}");
+            ExitCode::FAILURE
+        }
+        SiteConfigUpdate::AppendFailed(error) => {
+            eprintln!("{error}; add the section above by hand.");
+            ExitCode::FAILURE
+        }
+        SiteConfigUpdate::AlreadyHasUplink(file) => {
+            eprintln!(
+                "{} already has an [uplink] section and was left untouched; replace that \
+                 section with the one above.",
+                file.display()
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 

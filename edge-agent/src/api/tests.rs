@@ -32,8 +32,10 @@ impl Drop for Fixture {
     }
 }
 
-/// The test site, whose Modbus device points at a closed port (so it is offline).
-fn fixture() -> Fixture {
+/// The test site, whose Modbus device points at a closed port (so it is offline). Returns once
+/// the device's going offline is journaled (seq 1): from then on its adapter has nothing to
+/// mark stale, so a test's own observations keep the quality they were given.
+async fn fixture() -> Fixture {
     let config = site_config();
     let journal = TestJournal::with_defaults(&config);
     let metrics = Arc::new(Metrics::default());
@@ -65,6 +67,7 @@ fn fixture() -> Fixture {
         shutdown: shutdown.clone(),
         stream_slots: Arc::new(tokio::sync::Semaphore::new(super::MAX_STREAM_CLIENTS)),
     });
+    journal.wait_for_seq(1).await;
     Fixture {
         app: router(state),
         journal,
@@ -117,7 +120,7 @@ async fn post(app: &Router, uri: &str, token: &str, body: &str) -> (StatusCode, 
 
 #[tokio::test]
 async fn health_needs_no_token_and_says_nothing_about_the_site() {
-    let f = fixture();
+    let f = fixture().await;
     let (status, body) = call(&f.app, Method::GET, "/api/v1/health", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
@@ -126,7 +129,7 @@ async fn health_needs_no_token_and_says_nothing_about_the_site() {
 
 #[tokio::test]
 async fn every_route_but_health_refuses_a_missing_or_unknown_token() {
-    let f = fixture();
+    let f = fixture().await;
     let document = serde_json::to_value(super::openapi()).unwrap_or_default();
     let paths = document["paths"].as_object().cloned().unwrap_or_default();
     assert!(paths.len() >= 11, "{paths:?}");
@@ -169,7 +172,7 @@ async fn every_route_but_health_refuses_a_missing_or_unknown_token() {
 
 #[tokio::test]
 async fn roles_limit_what_each_user_may_do() {
-    let f = fixture();
+    let f = fixture().await;
     let command = r#"{"point": "strike", "value": true}"#;
     let (status, body) = post(&f.app, "/api/v1/devices/plc/commands", "guard", command).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -190,7 +193,7 @@ async fn roles_limit_what_each_user_may_do() {
 
 #[tokio::test]
 async fn bad_input_gets_a_400_that_says_what_is_wrong() {
-    let f = fixture();
+    let f = fixture().await;
     let cases = [
         ("/api/v1/events?limit=0", "limit must be between 1 and 1000"),
         ("/api/v1/events?limit=abc", "invalid query"),
@@ -256,7 +259,7 @@ async fn bad_input_gets_a_400_that_says_what_is_wrong() {
 
 #[tokio::test]
 async fn missing_things_are_404() {
-    let f = fixture();
+    let f = fixture().await;
     for uri in [
         "/api/v1/devices/nope",
         "/api/v1/points/nope",
@@ -278,7 +281,7 @@ async fn missing_things_are_404() {
 
 #[tokio::test]
 async fn a_command_to_an_offline_device_fails_with_the_reason_and_is_journaled() {
-    let f = fixture();
+    let f = fixture().await;
     let command = r#"{"point": "strike", "value": true}"#;
     let (status, body) = post(
         &f.app,
@@ -297,10 +300,7 @@ async fn a_command_to_an_offline_device_fails_with_the_reason_and_is_journaled()
 
 #[tokio::test]
 async fn incidents_are_listed_acknowledged_and_resolved_over_rest() {
-    let f = fixture();
-    // The device (a closed port) goes offline first; once that is journaled its adapter has
-    // nothing left to mark stale, so the door keeps the quality observed here.
-    f.journal.wait_for_seq(1).await;
+    let f = fixture().await;
     f.journal
         .handle
         .append(observation("door", Value::Bool(true)))
@@ -340,7 +340,7 @@ async fn incidents_are_listed_acknowledged_and_resolved_over_rest() {
 
 #[tokio::test]
 async fn event_pages_hand_out_a_cursor_until_the_end() {
-    let f = fixture();
+    let f = fixture().await;
     for i in 0..25 {
         f.journal
             .handle
@@ -348,7 +348,7 @@ async fn event_pages_hand_out_a_cursor_until_the_end() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    f.journal.wait_for_seq(25).await;
+    f.journal.wait_for_seq(26).await;
     let mut uri = "/api/v1/events?point=strike&limit=10".to_owned();
     let mut seen = 0;
     loop {
@@ -365,7 +365,7 @@ async fn event_pages_hand_out_a_cursor_until_the_end() {
 
 #[tokio::test]
 async fn the_openapi_document_describes_the_routes_and_bearer_auth() {
-    let f = fixture();
+    let f = fixture().await;
     let (status, doc) = get(&f.app, "/api/v1/openapi.json", "guard").await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3."));

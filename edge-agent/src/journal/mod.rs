@@ -92,6 +92,11 @@ CREATE TABLE outbox_state (
 );
 INSERT INTO outbox_state (id, acked, dropped) VALUES (1, 0, 0);
 "#,
+    // 3: the appliance the outbox's sequence belongs to (NULL until an uplink binds it; see
+    // uplink::outbox::bind).
+    r#"
+ALTER TABLE outbox_state ADD COLUMN appliance TEXT;
+"#,
 ];
 
 /// Opens (creating if needed) the journal for writing and brings its schema up to date.

@@ -13,6 +13,10 @@
 //! (`outbox_state.dropped`, metric `gatehouse_outbox_evicted_total`), and the sender
 //! replaces each run of evicted seqs with one `Evicted` marker, so the relay's sequence stays
 //! contiguous and the loss is visible at HQ.
+//!
+//! The sequence belongs to one appliance id, recorded in `outbox_state.appliance`: when the
+//! agent starts as another id (a re-claim), [`outbox::bind`] renumbers what waits from 1, as
+//! the relay expects of an id it has never heard from.
 
 pub mod outbox;
 pub mod sender;

@@ -9,6 +9,15 @@
 //! - `down/commands` carries HQ's incident acknowledgements and resolutions into the journal.
 //! - `up/status` is published retained on connect and every 30 s; the last will marks the
 //!   appliance offline when the connection drops without a goodbye.
+//! - The MQTT session is persistent ([`SESSION_EXPIRY_SECS`]): while the appliance is away,
+//!   the broker keeps its subscriptions and queues what HQ sends it.
+//!
+//! # What a last will says
+//! The broker receives the will in CONNECT and publishes it when that connection dies, maybe
+//! days later; it cannot be updated in between. So the will is made afresh before every
+//! connection attempt and describes that moment: `at_us` is when the connection that carries
+//! it was made (not when it fires: the relay stamps statuses with its own clock), and the
+//! outbox figures are the outbox's then.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +26,10 @@ use gatehouse_protocol::wire::topics::{Channel, topic};
 use gatehouse_protocol::wire::{self, pb};
 use gatehouse_protocol::{ApplianceId, Transition};
 use gatehouse_transport::TlsIdentity;
+use jiff::Timestamp;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +48,14 @@ const WINDOW_RECORDS: u64 = 5_000;
 const STATUS_EVERY: Duration = Duration::from_secs(30);
 /// Records in flight without any acknowledgement for this long are sent again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the broker keeps this appliance's MQTT session after its connection drops (7
+/// days): its subscriptions, and the QoS 1 messages for it that arrive meanwhile (HQ's
+/// incident acknowledgements and resolutions). In MQTT v5 a CONNECT without this property
+/// means 0, and the broker would forget the session, and drop every command sent to an
+/// offline appliance, the moment the connection ends. A week covers a long outage; past it,
+/// HQ's actions are stale, and nothing else is lost: the outbox resends whatever the relay
+/// did not acknowledge, whatever became of its acks.
+const SESSION_EXPIRY_SECS: u32 = 7 * 24 * 3600;
 
 /// Why the uplink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,14 +93,7 @@ impl Uplink {
             .ok_or_else(|| UplinkError::Broker(config.broker.clone()))?;
         let appliance = config.appliance_id.clone();
         let mut options = identity.mqtt_options(appliance.as_str(), host, port)?;
-        let offline = status_payload(false, outbox::OutboxState::default());
-        options.set_clean_start(false).set_last_will(LastWill::new(
-            topic(&appliance, Channel::UpStatus),
-            offline,
-            QoS::AtLeastOnce,
-            true,
-            None,
-        ));
+        persistent_session(&mut options);
         Ok(Uplink {
             appliance,
             options,
@@ -95,29 +106,20 @@ impl Uplink {
 
     /// Runs until shutdown; connection failures are retried with backoff.
     pub async fn run(self, shutdown: CancellationToken) {
-        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 64);
+        let (client, eventloop) = AsyncClient::new(self.options.clone(), 64);
         let (events, mut incoming) = mpsc::channel::<Result<Event, ConnectionError>>(256);
-        let polling = shutdown.clone();
-        // rumqttc needs its event loop polled continuously; a task of its own does that, so
-        // publishing here can never deadlock against it.
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-            loop {
-                let event = tokio::select! {
-                    () = polling.cancelled() => return,
-                    event = eventloop.poll() => event,
-                };
-                let failed = event.is_err();
-                if events.send(event).await.is_err() {
-                    return;
-                }
-                if failed {
-                    tokio::time::sleep(backoff.next_delay()).await;
-                } else {
-                    backoff.reset();
-                }
+        let (appliance, reader) = (self.appliance.clone(), self.reader.clone());
+        let will = move || {
+            let (appliance, reader) = (appliance.clone(), reader.clone());
+            async move {
+                let state = reader.run(outbox::state).await.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "uplink cannot read the outbox state for its last will");
+                    outbox::OutboxState::default()
+                });
+                last_will(&appliance, state, Timestamp::now())
             }
-        });
+        };
+        tokio::spawn(drive(eventloop, events, shutdown.clone(), will));
 
         let acked = match self.reader.run(outbox::state).await {
             Ok(state) => state.acked,
@@ -308,7 +310,7 @@ impl Uplink {
                 return;
             }
         };
-        let payload = status_payload(true, state);
+        let payload = status_payload(true, state, Timestamp::now());
         let topic = topic(&self.appliance, Channel::UpStatus);
         if let Err(error) = client.publish(topic, QoS::AtLeastOnce, true, payload).await {
             tracing::warn!(%error, "uplink could not publish its status");
@@ -320,18 +322,82 @@ impl Uplink {
         let state = self.reader.run(outbox::state).await.unwrap_or_default();
         let topic = topic(&self.appliance, Channel::UpStatus);
         let _ = client
-            .publish(topic, QoS::AtLeastOnce, true, status_payload(false, state))
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                true,
+                status_payload(false, state, Timestamp::now()),
+            )
             .await;
         let _ = client.disconnect().await;
     }
 }
 
-fn status_payload(online: bool, state: outbox::OutboxState) -> Vec<u8> {
+/// A persistent session: resumed on reconnection (no clean start) and kept by the broker for
+/// [`SESSION_EXPIRY_SECS`] while the appliance is away.
+fn persistent_session(options: &mut MqttOptions) {
+    options
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
+}
+
+/// Polls rumqttc's event loop until shutdown and forwards what it yields. rumqttc needs the
+/// loop polled continuously; a task of its own does that, so publishing can never deadlock
+/// against it. A failed poll is followed by a backoff, and the next poll reconnects; before
+/// every connection attempt the last will is made afresh by `will` (see the module
+/// documentation).
+async fn drive<Will>(
+    mut eventloop: EventLoop,
+    events: mpsc::Sender<Result<Event, ConnectionError>>,
+    shutdown: CancellationToken,
+    mut will: impl FnMut() -> Will,
+) where
+    Will: Future<Output = LastWill>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut connecting = true;
+    loop {
+        if connecting {
+            eventloop.options.set_last_will(will().await);
+        }
+        let event = tokio::select! {
+            () = shutdown.cancelled() => return,
+            event = eventloop.poll() => event,
+        };
+        connecting = event.is_err();
+        if events.send(event).await.is_err() {
+            return;
+        }
+        if connecting {
+            tokio::time::sleep(backoff.next_delay()).await;
+        } else {
+            backoff.reset();
+        }
+    }
+}
+
+/// The offline status the broker publishes (retained) for `appliance` if the connection made
+/// `at` drops without a goodbye, with the outbox as it was then.
+fn last_will(appliance: &ApplianceId, state: outbox::OutboxState, at: Timestamp) -> LastWill {
+    LastWill::new(
+        topic(appliance, Channel::UpStatus),
+        status_payload(false, state, at),
+        QoS::AtLeastOnce,
+        true,
+        None,
+    )
+}
+
+fn status_payload(online: bool, state: outbox::OutboxState, at: Timestamp) -> Vec<u8> {
     wire::encode(pb::envelope::Body::Status(pb::ApplianceStatus {
         online,
         outbox_backlog: state.backlog,
         outbox_dropped: state.dropped,
-        at_us: jiff::Timestamp::now().as_microsecond(),
+        at_us: at.as_microsecond(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     }))
 }
+
+#[cfg(test)]
+#[path = "session/tests.rs"]
+mod tests;
