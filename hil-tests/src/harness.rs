@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use gatehouse_edge::api::auth::hash_token;
 use gatehouse_protocol::Event;
+use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -169,35 +170,92 @@ pub async fn churn_registers(
 
 /// Where the agent binary is: `$GATEHOUSE_EDGE_BIN`, else the workspace's target folder.
 pub fn agent_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("GATEHOUSE_EDGE_BIN") {
+    workspace_binary(
+        "gatehouse-edge",
+        "GATEHOUSE_EDGE_BIN",
+        &["edge-agent/src", "protocol/src"],
+    )
+}
+
+/// Where the workspace binary `name` (built by the package of the same name) is: `$env_var`,
+/// else the workspace's target folder, where it must be newer than the files below
+/// `sources` (folders relative to the workspace), so a test never runs a stale binary.
+pub fn workspace_binary(name: &str, env_var: &str, sources: &[&str]) -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var(env_var) {
         return Ok(PathBuf::from(path));
     }
     let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
         |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
         PathBuf::from,
     );
-    let path = target.join("debug/gatehouse-edge");
+    let path = target.join("debug").join(name);
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .with_context(|| {
             format!(
-                "{} is missing: build the agent first with `cargo build -p gatehouse-edge` \
-                 (scripts/test.sh does), or set GATEHOUSE_EDGE_BIN",
+                "{} is missing: build it first with `cargo build -p {name}` \
+                 (scripts/test.sh does), or set {env_var}",
                 path.display()
             )
         })?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let sources = [
-        workspace.join("edge-agent/src"),
-        workspace.join("protocol/src"),
-    ];
-    if newest_source(&sources).is_some_and(|source| source > built) {
+    // Cargo's dep-info beside the binary lists exactly the files it was built from (a file
+    // compiled only into tests does not make the binary stale); the folders are the fallback.
+    let newest = match std::fs::read_to_string(path.with_extension("d")) {
+        Ok(dep_info) => newest_of(dep_info_sources(&dep_info)),
+        Err(_) => newest_source(
+            &sources
+                .iter()
+                .map(|folder| workspace.join(folder))
+                .collect::<Vec<_>>(),
+        ),
+    };
+    if newest.is_some_and(|source| source > built) {
         bail!(
-            "{} is older than its sources: rebuild it with `cargo build -p gatehouse-edge`",
+            "{} is older than its sources: rebuild it with `cargo build -p {name}`",
             path.display()
         );
     }
     Ok(path)
+}
+
+/// The source files a Cargo dep-info file (`target: src src ...`, spaces escaped as `\ `)
+/// names for its first target.
+fn dep_info_sources(dep_info: &str) -> Vec<PathBuf> {
+    let Some((_, sources)) = dep_info
+        .lines()
+        .next()
+        .and_then(|line| line.split_once(": "))
+    else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    let mut current = String::new();
+    let mut chars = sources.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' if !current.is_empty() => paths.push(PathBuf::from(std::mem::take(&mut current))),
+            ' ' => {}
+            other => current.push(other),
+        }
+    }
+    if !current.is_empty() {
+        paths.push(PathBuf::from(current));
+    }
+    paths
+}
+
+/// The newest modification time of `files` (missing ones count as new: the binary is stale).
+fn newest_of(files: Vec<PathBuf>) -> Option<std::time::SystemTime> {
+    files
+        .iter()
+        .map(|file| {
+            std::fs::metadata(file)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| std::time::SystemTime::now())
+        })
+        .max()
 }
 
 /// The newest modification time of the files below `folders`.
@@ -215,6 +273,60 @@ fn newest_source(folders: &[PathBuf]) -> Option<std::time::SystemTime> {
         }
     }
     newest
+}
+
+/// reqwest is built with rustls in this workspace (features unify: the agent's claim uses
+/// it) and then panics without a process-wide crypto provider; the harness's HTTP is plain
+/// either way. Called wherever the harness makes requests; calling again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Polls `url` until it answers 2xx, for at most 20 s; fails early when `child` (`what`, for
+/// messages) exits first. Failures show the child's log, `log_file`.
+pub async fn wait_until_healthy(
+    child: &mut Child,
+    url: &str,
+    what: &str,
+    log_file: &Path,
+) -> anyhow::Result<()> {
+    install_crypto_provider();
+    let log = || std::fs::read_to_string(log_file).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status}; log:\n{}", log());
+        }
+        if let Ok(response) = reqwest::get(url).await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what}'s API did not come up; log:\n{}", log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM, then waits up to 20 s for `child` (`what`, for messages) to exit.
+pub async fn terminate(child: &mut Child, what: &str) -> anyhow::Result<std::process::ExitStatus> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("kill -TERM {what} failed");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what} did not stop within 20 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The agent running as a child process.
@@ -262,21 +374,8 @@ impl AgentProcess {
 
     async fn wait_healthy(&mut self) -> anyhow::Result<()> {
         let url = format!("http://{}/api/v1/health", self.api);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the agent exited with {status}; log:\n{}", self.log());
-            }
-            if let Ok(response) = reqwest::get(&url).await
-                && response.status().is_success()
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("the agent's API did not come up; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = self.config.with_extension("log");
+        wait_until_healthy(&mut self.child, &url, "the agent", &log).await
     }
 
     /// The agent's log so far.
@@ -298,22 +397,7 @@ impl AgentProcess {
 
     /// SIGTERM and wait for a clean exit.
     pub async fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        if !status.success() {
-            bail!("kill -TERM failed");
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("the agent did not stop within 20 s after SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        terminate(&mut self.child, "the agent").await
     }
 
     pub fn api(&self, token: &str) -> ApiClient {
@@ -338,6 +422,7 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(api: SocketAddr, token: &str) -> Self {
+        install_crypto_provider();
         ApiClient {
             base: format!("http://{api}"),
             token: token.to_owned(),
@@ -413,18 +498,24 @@ impl ApiClient {
     }
 }
 
-/// A client of `/api/v1/stream`.
+/// A client of a `/api/v1/stream` WebSocket: the agent's (events) or the relay's (JSON
+/// updates).
 pub struct StreamClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 impl StreamClient {
-    /// Connects with a token, resuming after `after` when given.
+    /// Connects to the agent's stream with a token, resuming after `after` when given.
     pub async fn connect(api: SocketAddr, token: &str, after: Option<u64>) -> anyhow::Result<Self> {
         let url = match after {
             Some(seq) => format!("ws://{api}/api/v1/stream?after={seq}"),
             None => format!("ws://{api}/api/v1/stream"),
         };
+        Self::connect_url(&url, token).await
+    }
+
+    /// Connects to the WebSocket at `url` with a bearer token.
+    pub async fn connect_url(url: &str, token: &str) -> anyhow::Result<Self> {
         let mut request = url.into_client_request()?;
         request
             .headers_mut()
@@ -435,6 +526,19 @@ impl StreamClient {
 
     /// The next event, or None if none arrives within `timeout` or the stream ended.
     pub async fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<Event>> {
+        self.next_parsed(timeout).await
+    }
+
+    /// The next text message as JSON, or None if none arrives within `timeout` or the stream
+    /// ended.
+    pub async fn next_json(&mut self, timeout: Duration) -> anyhow::Result<Option<Json>> {
+        self.next_parsed(timeout).await
+    }
+
+    async fn next_parsed<T: DeserializeOwned>(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<T>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -457,15 +561,33 @@ impl StreamClient {
         timeout: Duration,
         check: impl Fn(&Event) -> bool,
     ) -> anyhow::Result<(Event, Vec<Event>)> {
+        self.wait_for_parsed(timeout, check).await
+    }
+
+    /// Reads JSON messages until one satisfies `check`; returns it and everything read
+    /// before it.
+    pub async fn wait_for_json(
+        &mut self,
+        timeout: Duration,
+        check: impl Fn(&Json) -> bool,
+    ) -> anyhow::Result<(Json, Vec<Json>)> {
+        self.wait_for_parsed(timeout, check).await
+    }
+
+    async fn wait_for_parsed<T: DeserializeOwned + std::fmt::Debug>(
+        &mut self,
+        timeout: Duration,
+        check: impl Fn(&T) -> bool,
+    ) -> anyhow::Result<(T, Vec<T>)> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_event(remaining).await? {
-                Some(event) if check(&event) => return Ok((event, seen)),
-                Some(event) => seen.push(event),
+            match self.next_parsed(remaining).await? {
+                Some(item) if check(&item) => return Ok((item, seen)),
+                Some(item) => seen.push(item),
                 None => bail!(
-                    "no matching event within {timeout:?}; saw {} others: {:?}",
+                    "no matching message within {timeout:?}; saw {} others: {:?}",
                     seen.len(),
                     seen.iter().rev().take(5).collect::<Vec<_>>()
                 ),
@@ -501,5 +623,29 @@ pub fn device_status(event: &Event, device: &str) -> Option<gatehouse_protocol::
             device: d, status, ..
         } if d.as_str() == device => Some(*status),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dep_info_names_every_source_with_escaped_spaces() {
+        let dep_info = "/t/debug/agent: /w/src/main.rs /w/my\\ dir/lib.rs\n\n/w/src/main.rs:\n";
+        assert_eq!(
+            dep_info_sources(dep_info),
+            vec![
+                PathBuf::from("/w/src/main.rs"),
+                PathBuf::from("/w/my dir/lib.rs")
+            ]
+        );
+        assert!(dep_info_sources("garbage").is_empty());
+    }
+
+    #[test]
+    fn a_missing_source_makes_the_binary_stale() {
+        let newest = newest_of(vec![PathBuf::from("/nonexistent/source.rs")]);
+        assert!(newest.is_some_and(|t| t + Duration::from_secs(5) > std::time::SystemTime::now()));
     }
 }

@@ -14,3 +14,4 @@ pub mod broker;
 pub mod harness;
 pub mod modbus_sim;
 pub mod pymodbus_peer;
+pub mod relay;
