@@ -1,20 +1,87 @@
 #!/usr/bin/env bash
 # The quick start: on a fresh Debian machine, installs what is missing, builds, and runs a
-# simulated site (a Modbus I/O module from hil-tests) with the edge agent in front of it.
-# Prints the API URL and tokens to try; Ctrl-C stops everything. Data stays in demo-data/.
+# simulated site (a Modbus I/O module from hil-tests) with the edge agent in front of it, and
+# HQ: a Mosquitto broker with mutual TLS and the relay. Claims the appliance, waits for its
+# first incident to reach the relay, and prints the URLs and tokens to try. Ctrl-C stops
+# everything; data stays in demo-data/ until the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 scripts/install-deps.sh
 echo "demo: building (release; the first build takes a few minutes)" >&2
-cargo build --release --locked -p gatehouse-edge -p gatehouse-hil-tests \
-    --bin gatehouse-edge --bin gatehouse-modbus-sim
+cargo build --release --locked -p gatehouse-edge -p gatehouse-relay -p gatehouse-hil-tests \
+    --bin gatehouse-edge --bin gatehouse-relay --bin gatehouse-modbus-sim
 
 bin="$root/target/release"
 data="$root/demo-data"
+# The demo's fixed loopback ports: the site API, the relay API, the simulator, the broker.
+for port in 8080 8443 5020 18883 18884; do
+    if ss -Hltn "sport = :$port" | grep -q .; then
+        echo "demo: port $port is already in use (another demo?); stop what listens there:" >&2
+        ss -Hltnp "sport = :$port" >&2
+        exit 1
+    fi
+done
+# Every run starts a fresh site, relay and broker: new certificates, tokens and claim code.
+rm -rf "$data"
 mkdir -p "$data"
 
+# --- HQ: certificates, broker, relay -------------------------------------------------------
+# The broker runs the shipped relay/deploy/mosquitto.conf with only machine-specific lines
+# changed: loopback ports 18883 (appliances) and 18884 (relay), files under demo-data/.
+"$bin/gatehouse-relay" pki init --dir "$data/pki" --broker-host localhost >/dev/null
+cp relay/deploy/acl-appliances relay/deploy/acl-relay "$data/pki/"
+mkdir -p "$data/mosquitto"
+{
+    # As root, Mosquitto would switch to its own user, which cannot read the keys here.
+    [ "$(id -u)" = 0 ] && echo "user root"
+    sed -e "s|/etc/mosquitto/gatehouse/|$data/pki/|" \
+        -e "s|^listener 8883$|listener 18883 127.0.0.1|" \
+        -e "s|^listener 8884$|listener 18884 127.0.0.1|" \
+        -e "s|^persistence_location .*|persistence_location $data/mosquitto/|" \
+        -e "s|^log_dest file .*|log_dest file $data/mosquitto.log|" \
+        relay/deploy/mosquitto.conf
+} >"$data/mosquitto.conf"
+
+cat >"$data/relay.toml" <<TOML
+[store]
+url = "sqlite://$data/relay.db?mode=rwc"
+
+[api]
+listen = "127.0.0.1:8443"
+
+[broker]
+host = "localhost"
+port = 18884
+ca_file = "$data/pki/fleet-ca.pem"
+cert_file = "$data/pki/relay.pem"
+key_file = "$data/pki/relay.key"
+client_id = "relay:demo"
+
+[fleet]
+ca_cert = "$data/pki/fleet-ca.pem"
+ca_key = "$data/pki/fleet-ca.key"
+broker_host = "localhost"
+broker_port = 18883
+
+[alerts]
+offline_after_s = 60
+TOML
+"$bin/gatehouse-relay" check-config "$data/relay.toml" >/dev/null
+
+relay_cli() { "$bin/gatehouse-relay" "$@" 2>/dev/null; }
+tenant=$(relay_cli tenant create --config "$data/relay.toml" --name "Demo tenant" | sed -n 's/^tenant: //p')
+site=$(relay_cli site create --config "$data/relay.toml" --tenant "$tenant" --name "Demo HQ" |
+    sed -n 's/^site: //p')
+claim=$(relay_cli claim create --config "$data/relay.toml" --tenant "$tenant" --site "$site" \
+    --name "demo appliance" --valid-for 1h)
+appliance=$(sed -n 's/^appliance: //p' <<<"$claim")
+code=$(sed -n 's/^claim code: //p' <<<"$claim")
+token_hq=$(relay_cli token create --config "$data/relay.toml" --tenant "$tenant" --role operator \
+    --name hq-desk | sed -n 's/^token: //p')
+
+# --- the site: agent config and tokens -----------------------------------------------------
 # Fresh tokens for this run; the config keeps only their hashes.
 make_user() { # name role -> sets token_<name> and hash_<name>
     local out
@@ -35,33 +102,69 @@ cleanup() {
     trap - INT TERM EXIT
     [ "${#pids[@]}" -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
-    echo "demo: stopped; the journal is in $data/journal.db" >&2
+    echo "demo: stopped; the journal, relay database and logs are in $data/" >&2
 }
 trap cleanup INT TERM EXIT
 
+wait_healthy() { # name url log pid
+    for _ in $(seq 100); do
+        kill -0 "$4" 2>/dev/null || break
+        curl -fsS "$2" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "demo: the $1 did not start; its log:" >&2
+    cat "$3" >&2
+    exit 1
+}
+
+mosquitto -c "$data/mosquitto.conf" 2>"$data/mosquitto.stderr" &
+pids+=($!)
+"$bin/gatehouse-relay" run --config "$data/relay.toml" 2>"$data/relay.log" &
+pids+=($!)
+relay=http://127.0.0.1:8443/api/v1
+wait_healthy relay "$relay/health" "$data/relay.log" "${pids[-1]}"
+
+# The installer's step: the appliance makes its key, the relay's fleet CA signs it, and the
+# [uplink] section is appended to the site config. (Plain http is accepted to loopback only.)
+"$bin/gatehouse-edge" claim --relay http://127.0.0.1:8443 --code "$code" \
+    --dir "$data/identity" --config "$data/site.toml" >/dev/null
+
 "$bin/gatehouse-modbus-sim" --listen 127.0.0.1:5020 --demo 2>"$data/simulator.log" &
 pids+=($!)
-"$bin/gatehouse-edge" run --config "$data/site.toml" 2>"$data/agent.log" &
+# As the shipped service unit does (edge-agent/deploy/gatehouse-edge.service).
+MALLOC_ARENA_MAX=2 "$bin/gatehouse-edge" run --config "$data/site.toml" 2>"$data/agent.log" &
 pids+=($!)
-
 api=http://127.0.0.1:8080/api/v1
-for _ in $(seq 100); do
-    curl -fsS "$api/health" >/dev/null 2>&1 && break
-    sleep 0.1
+wait_healthy agent "$api/health" "$data/agent.log" "${pids[-1]}"
+
+echo "demo: waiting for the first incident to reach the relay (the door opens every 20 s)" >&2
+incident=""
+for _ in $(seq 60); do
+    incident=$(curl -fsS -H "Authorization: Bearer $token_hq" "$relay/incidents?limit=1" |
+        sed -n 's/.*"title":"\([^"]*\)".*/\1/p')
+    [ -n "$incident" ] && break
+    sleep 1
 done
-if ! curl -fsS "$api/health" >/dev/null 2>&1; then
-    echo "demo: the agent did not start; its log:" >&2
-    cat "$data/agent.log" >&2
+if [ -z "$incident" ]; then
+    echo "demo: no incident reached the relay in 60 s; logs in $data/" >&2
     exit 1
 fi
 
 cat <<TEXT
 
-  Gatehouse demo site is running.
+  Gatehouse demo is running: a simulated site, its appliance, a broker and the HQ relay.
+  The appliance $appliance was claimed and its first incident reached HQ: "$incident".
 
-  API:          $api   (OpenAPI document: $api/openapi.json)
+  Site API:     $api   (OpenAPI document: $api/openapi.json)
   admin token:  $token_admin
   guard token:  $token_guard
+
+  HQ relay API: $relay
+  HQ operator token: $token_hq
+    curl -H "Authorization: Bearer $token_hq" $relay/appliances
+    curl -H "Authorization: Bearer $token_hq" "$relay/incidents?state=open"
+    curl -H "Authorization: Bearer $token_hq" -X POST $relay/incidents/$appliance/1/ack
+      (the acknowledgement reaches the appliance: see it in the site's incidents)
 
   The simulated lobby door opens every 20 s while the lobby is armed, which raises an incident.
   Try:
@@ -72,7 +175,7 @@ cat <<TEXT
     curl -H "Authorization: Bearer $token_admin" -X POST -H 'content-type: application/json' \\
          -d '{"point":"lobby.door.unlock","value":true}' $api/devices/lobby-io/commands
 
-  Logs: $data/agent.log, $data/simulator.log.   Ctrl-C stops the demo.
+  Logs: $data/agent.log, relay.log, mosquitto.log, simulator.log.   Ctrl-C stops the demo.
 
 TEXT
 wait -n "${pids[@]}"
