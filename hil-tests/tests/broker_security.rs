@@ -17,9 +17,9 @@ use gatehouse_hil_tests::broker::{self, Listener, MqttSession, TlsBroker};
 use gatehouse_protocol::ApplianceId;
 use gatehouse_relay::pki::{self, FleetCa, IssuedCert, Validity};
 use gatehouse_transport::TlsIdentity;
-use rumqttc::v5::ConnectionError;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, Publish, SubscribeReasonCode};
+use rumqttc::v5::{ConnectionError, MqttOptions};
 use rustls::AlertDescription;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -85,11 +85,7 @@ fn tls_builder(
 /// A relay replica on the relay listener, in the share group.
 async fn relay(broker: &TlsBroker, client_id: &str) -> anyhow::Result<MqttSession> {
     let mut relay = MqttSession::connect(broker.relay_options(client_id)?, STEP).await?;
-    let suback = relay.subscribe_acked(&relay_subscription(), STEP).await?;
-    assert_eq!(
-        suback.return_codes,
-        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
-    );
+    subscribed(&mut relay, &relay_subscription()).await?;
     Ok(relay)
 }
 
@@ -114,6 +110,91 @@ async fn until_marker(session: &mut MqttSession, marker: &[u8]) -> anyhow::Resul
     }
 }
 
+/// A broker and a relay replica (`relay:1`) connected to it.
+async fn start_with_relay() -> anyhow::Result<(tempfile::TempDir, TlsBroker, MqttSession)> {
+    let (folder, broker) = start()?;
+    let relay = relay(&broker, "relay:1").await?;
+    Ok((folder, broker, relay))
+}
+
+/// Options for `client_id` with `cn`'s certificate and a persistent session (an hour).
+fn persistent_options(
+    broker: &TlsBroker,
+    client_id: &str,
+    cn: &str,
+) -> anyhow::Result<MqttOptions> {
+    let mut options = broker.client_options(client_id, cn)?;
+    options
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(3600));
+    Ok(options)
+}
+
+/// Connects with `options`, expecting the broker to refuse with the TLS alert `expected`.
+async fn refused_with(
+    options: MqttOptions,
+    expected: AlertDescription,
+) -> anyhow::Result<ConnectionError> {
+    let refusal = broker::refusal(options, STEP).await?;
+    assert_eq!(alert(&refusal), Some(expected), "{refusal:?}");
+    Ok(refusal)
+}
+
+/// Publishes `payload` on `topic` at QoS 1, expecting the broker to answer `expected`.
+async fn published(
+    session: &mut MqttSession,
+    topic: &str,
+    payload: &[u8],
+    expected: PubAckReason,
+) -> anyhow::Result<()> {
+    let puback = session.publish_acked(topic, payload, false, STEP).await?;
+    assert_eq!(puback.reason, expected, "{topic}");
+    Ok(())
+}
+
+/// Subscribes to `filter`, expecting the broker to grant it at QoS 1.
+async fn subscribed(session: &mut MqttSession, filter: &str) -> anyhow::Result<()> {
+    let suback = session.subscribe_acked(filter, STEP).await?;
+    assert_eq!(
+        suback.return_codes,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+        "{filter}"
+    );
+    Ok(())
+}
+
+/// The next message `session` receives; `missing` says what went wrong if none comes.
+async fn next(session: &mut MqttSession, missing: &str) -> anyhow::Result<Publish> {
+    session
+        .next_message(STEP)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{missing}"))
+}
+
+/// Nothing reaches `session` within `millis` milliseconds.
+async fn receives_nothing(session: &mut MqttSession, millis: u64) -> anyhow::Result<()> {
+    let received = session
+        .messages_during(Duration::from_millis(millis))
+        .await?;
+    assert!(received.is_empty(), "{:?}", topics(&received));
+    Ok(())
+}
+
+/// Publishes `0`, `1`, … up to `count - 1` as app-c's records, each acknowledged.
+async fn publish_numbered(app_c: &mut MqttSession, count: usize) -> anyhow::Result<()> {
+    for n in 0..count {
+        app_c
+            .publish_acked(
+                "gatehouse/v1/app-c/up/records",
+                n.to_string().as_bytes(),
+                false,
+                STEP,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 fn topics(messages: &[Publish]) -> Vec<String> {
     messages
         .iter()
@@ -131,14 +212,9 @@ async fn a_certificate_from_another_ca_is_refused() -> anyhow::Result<()> {
         let foreign = other_ca.issue_client_cert("app-a", Validity::starting_now(HOUR))?;
         let options = broker.options_for("app-a", &identity(&broker, foreign))?;
 
-        let refusal = broker::refusal(options, STEP).await?;
         // TLS 1.3: the client's handshake completes, then the broker verifies the certificate,
         // answers `unknown_ca` and closes; no CONNACK is ever sent.
-        assert_eq!(
-            alert(&refusal),
-            Some(AlertDescription::UnknownCA),
-            "{refusal:?}"
-        );
+        refused_with(options, AlertDescription::UnknownCA).await?;
         Ok(())
     })
     .await
@@ -158,12 +234,7 @@ async fn an_expired_certificate_is_refused() -> anyhow::Result<()> {
         )?;
         let options = broker.options_for("app-a", &identity(&broker, expired))?;
 
-        let refusal = broker::refusal(options, STEP).await?;
-        assert_eq!(
-            alert(&refusal),
-            Some(AlertDescription::CertificateExpired),
-            "{refusal:?}"
-        );
+        refused_with(options, AlertDescription::CertificateExpired).await?;
         Ok(())
     })
     .await
@@ -175,12 +246,8 @@ async fn a_client_without_a_certificate_is_refused() -> anyhow::Result<()> {
         let (_folder, broker) = start()?;
         let config = tls_builder(&broker, &[&rustls::version::TLS13])?.with_no_client_auth();
 
-        let refusal = broker::refusal(broker.options_with_tls("app-a", config), STEP).await?;
-        assert_eq!(
-            alert(&refusal),
-            Some(AlertDescription::CertificateRequired),
-            "{refusal:?}"
-        );
+        let options = broker.options_with_tls("app-a", config);
+        refused_with(options, AlertDescription::CertificateRequired).await?;
         Ok(())
     })
     .await
@@ -196,14 +263,10 @@ async fn a_tls_1_2_client_is_refused_even_with_a_valid_certificate() -> anyhow::
             PrivateKeyDer::from_pem_slice(&valid.key_pem)?,
         )?;
 
-        let refusal = broker::refusal(broker.options_with_tls("app-a", config), STEP).await?;
+        let options = broker.options_with_tls("app-a", config);
+        let refusal = refused_with(options, AlertDescription::ProtocolVersion).await?;
         // Refused during the handshake itself.
         assert!(matches!(refusal, ConnectionError::Tls(_)), "{refusal:?}");
-        assert_eq!(
-            alert(&refusal),
-            Some(AlertDescription::ProtocolVersion),
-            "{refusal:?}"
-        );
         Ok(())
     })
     .await
@@ -236,13 +299,8 @@ async fn the_broker_certificate_cannot_log_in_as_a_client() -> anyhow::Result<()
             .issue_server_cert(&["localhost"], Validity::starting_now(HOUR))?;
         let options = broker.options_for("broker", &identity(&broker, server))?;
 
-        let refusal = broker::refusal(options, STEP).await?;
         // Its only extended key usage is server authentication.
-        assert_eq!(
-            alert(&refusal),
-            Some(AlertDescription::UnsupportedCertificate),
-            "{refusal:?}"
-        );
+        refused_with(options, AlertDescription::UnsupportedCertificate).await?;
         Ok(())
     })
     .await
@@ -253,19 +311,18 @@ async fn the_broker_certificate_cannot_log_in_as_a_client() -> anyhow::Result<()
 #[tokio::test]
 async fn an_appliance_publishes_on_its_up_topics_and_the_relay_receives_it() -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         let mut app_a = appliance(&broker, "app-a").await?;
 
-        let puback = app_a
-            .publish_acked("gatehouse/v1/app-a/up/x", b"hello", false, STEP)
-            .await?;
-        assert_eq!(puback.reason, PubAckReason::Success);
+        published(
+            &mut app_a,
+            "gatehouse/v1/app-a/up/x",
+            b"hello",
+            PubAckReason::Success,
+        )
+        .await?;
 
-        let message = relay
-            .next_message(STEP)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the relay received nothing"))?;
+        let message = next(&mut relay, "the relay received nothing").await?;
         assert_eq!(message.topic.as_ref(), b"gatehouse/v1/app-a/up/x");
         assert_eq!(message.payload.as_ref(), b"hello");
         assert_eq!(message.qos, QoS::AtLeastOnce);
@@ -278,8 +335,7 @@ async fn an_appliance_publishes_on_its_up_topics_and_the_relay_receives_it() -> 
 async fn an_appliance_cannot_publish_under_another_appliance_or_on_down_topics()
 -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         let mut app_a = appliance(&broker, "app-a").await?;
 
         // QoS 1: Mosquitto 2.0.11 answers PUBACK 0x87 "not authorized" and drops the message;
@@ -305,10 +361,13 @@ async fn an_appliance_cannot_publish_under_another_appliance_or_on_down_topics()
                 b"forged".to_vec(),
             )
             .await?;
-        let puback = app_a
-            .publish_acked("gatehouse/v1/app-a/up/x", b"marker", false, STEP)
-            .await?;
-        assert_eq!(puback.reason, PubAckReason::Success);
+        published(
+            &mut app_a,
+            "gatehouse/v1/app-a/up/x",
+            b"marker",
+            PubAckReason::Success,
+        )
+        .await?;
 
         let received = until_marker(&mut relay, b"marker").await?;
         assert_eq!(topics(&received), ["gatehouse/v1/app-a/up/x"]);
@@ -320,8 +379,7 @@ async fn an_appliance_cannot_publish_under_another_appliance_or_on_down_topics()
 #[tokio::test]
 async fn an_appliance_never_receives_another_appliances_messages() -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         let mut app_a = appliance(&broker, "app-a").await?;
         let mut app_b = appliance(&broker, "app-b").await?;
 
@@ -333,18 +391,11 @@ async fn an_appliance_never_receives_another_appliances_messages() -> anyhow::Re
             "gatehouse/v1/+/up/#",
             "#",
         ] {
-            let suback = app_a.subscribe_acked(filter, STEP).await?;
-            assert_eq!(
-                suback.return_codes,
-                [SubscribeReasonCode::Success(QoS::AtLeastOnce)],
-                "{filter}"
-            );
+            subscribed(&mut app_a, filter).await?;
         }
 
-        let puback = app_b
-            .publish_acked("gatehouse/v1/app-b/up/records", b"b's record", false, STEP)
-            .await?;
-        assert_eq!(puback.reason, PubAckReason::Success);
+        let records = "gatehouse/v1/app-b/up/records";
+        published(&mut app_b, records, b"b's record", PubAckReason::Success).await?;
         until_marker(&mut relay, b"b's record").await?;
         for payload in [&b"for b"[..], b"for a"] {
             let topic = if payload == b"for b" {
@@ -352,8 +403,7 @@ async fn an_appliance_never_receives_another_appliances_messages() -> anyhow::Re
             } else {
                 "gatehouse/v1/app-a/down/ack"
             };
-            let puback = relay.publish_acked(topic, payload, false, STEP).await?;
-            assert_eq!(puback.reason, PubAckReason::Success);
+            published(&mut relay, topic, payload, PubAckReason::Success).await?;
         }
 
         // Only A's own message, through `#` and `+/down/#`.
@@ -376,39 +426,20 @@ async fn an_appliance_never_receives_another_appliances_messages() -> anyhow::Re
 async fn the_relay_publishes_to_an_appliances_down_topics_and_not_its_up_topics()
 -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         let mut app_a = appliance(&broker, "app-a").await?;
-        let suback = app_a
-            .subscribe_acked("gatehouse/v1/app-a/down/#", STEP)
-            .await?;
-        assert_eq!(
-            suback.return_codes,
-            [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
-        );
+        subscribed(&mut app_a, "gatehouse/v1/app-a/down/#").await?;
 
-        let forged = relay
-            .publish_acked("gatehouse/v1/app-a/up/records", b"forged", false, STEP)
-            .await?;
-        assert_eq!(forged.reason, PubAckReason::NotAuthorized);
-        let puback = relay
-            .publish_acked("gatehouse/v1/app-a/down/ack", b"ack 42", false, STEP)
-            .await?;
-        assert_eq!(puback.reason, PubAckReason::Success);
+        let records = "gatehouse/v1/app-a/up/records";
+        published(&mut relay, records, b"forged", PubAckReason::NotAuthorized).await?;
+        let ack = "gatehouse/v1/app-a/down/ack";
+        published(&mut relay, ack, b"ack 42", PubAckReason::Success).await?;
 
-        let message = app_a
-            .next_message(STEP)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the appliance received nothing"))?;
+        let message = next(&mut app_a, "the appliance received nothing").await?;
         assert_eq!(message.topic.as_ref(), b"gatehouse/v1/app-a/down/ack");
         assert_eq!(message.payload.as_ref(), b"ack 42");
         // The relay's forged record never looped back to anyone, including the relay itself.
-        assert!(
-            relay
-                .messages_during(Duration::from_millis(200))
-                .await?
-                .is_empty()
-        );
+        receives_nothing(&mut relay, 200).await?;
         Ok(())
     })
     .await
@@ -418,8 +449,7 @@ async fn the_relay_publishes_to_an_appliances_down_topics_and_not_its_up_topics(
 async fn a_claimed_certificate_is_the_assigned_appliance_whatever_the_csr_asked()
 -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         // The claim flow: the appliance asks for `app-b`, the relay assigns `app-a`.
         let claim = pki::new_key_and_csr("app-b")?;
         let cert_pem = broker.ca().sign_csr(
@@ -437,14 +467,9 @@ async fn a_claimed_certificate_is_the_assigned_appliance_whatever_the_csr_asked(
         )
         .await?;
 
-        let as_b = session
-            .publish_acked("gatehouse/v1/app-b/up/x", b"as b", false, STEP)
-            .await?;
-        assert_eq!(as_b.reason, PubAckReason::NotAuthorized);
-        let as_a = session
-            .publish_acked("gatehouse/v1/app-a/up/x", b"as a", false, STEP)
-            .await?;
-        assert_eq!(as_a.reason, PubAckReason::Success);
+        let (as_b, as_a) = ("gatehouse/v1/app-b/up/x", "gatehouse/v1/app-a/up/x");
+        published(&mut session, as_b, b"as b", PubAckReason::NotAuthorized).await?;
+        published(&mut session, as_a, b"as a", PubAckReason::Success).await?;
         assert_eq!(
             topics(&until_marker(&mut relay, b"as a").await?),
             ["gatehouse/v1/app-a/up/x"]
@@ -457,8 +482,7 @@ async fn a_claimed_certificate_is_the_assigned_appliance_whatever_the_csr_asked(
 #[tokio::test]
 async fn a_will_under_another_appliances_topic_is_never_published() -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         let will = |topic: &str, payload: &[u8]| {
             LastWill::new(topic, payload.to_vec(), QoS::AtLeastOnce, false, None)
         };
@@ -485,20 +509,15 @@ async fn the_broker_restarts_on_the_same_port_with_queued_messages() -> anyhow::
         let (_folder, mut broker) = start()?;
         let port = broker.port();
         // app-a has a persistent session subscribed to its down topics, and goes offline.
-        let mut options = broker.client_options("app-a", "app-a")?;
-        options
-            .set_clean_start(false)
-            .set_session_expiry_interval(Some(3600));
+        let options = persistent_options(&broker, "app-a", "app-a")?;
         let mut app_a = MqttSession::connect(options.clone(), STEP).await?;
         app_a
             .subscribe_acked("gatehouse/v1/app-a/down/#", STEP)
             .await?;
         app_a.disconnect(STEP).await?;
         let mut relay = relay(&broker, "relay:1").await?;
-        let puback = relay
-            .publish_acked("gatehouse/v1/app-a/down/ack", b"queued", false, STEP)
-            .await?;
-        assert_eq!(puback.reason, PubAckReason::Success);
+        let ack = "gatehouse/v1/app-a/down/ack";
+        published(&mut relay, ack, b"queued", PubAckReason::Success).await?;
 
         broker.stop()?;
         assert!(!broker.is_running());
@@ -511,10 +530,7 @@ async fn the_broker_restarts_on_the_same_port_with_queued_messages() -> anyhow::
         broker.restart()?;
         assert_eq!(broker.port(), port);
         let mut app_a = MqttSession::connect(options, STEP).await?;
-        let message = app_a
-            .next_message(STEP)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the queued message was lost in the restart"))?;
+        let message = next(&mut app_a, "the queued message was lost in the restart").await?;
         assert_eq!(message.payload.as_ref(), b"queued");
         Ok(())
     })
@@ -540,12 +556,11 @@ async fn an_appliance_certificate_is_refused_on_the_relay_listener() -> anyhow::
         }
         // And the relay's certificate is no appliance's.
         let relay = broker.relay_identity()?;
-        let refusal = broker::refusal(broker.options_for("relay:9", &relay)?, STEP).await?;
-        assert_eq!(
-            alert(&refusal),
-            Some(AlertDescription::UnknownCA),
-            "{refusal:?}"
-        );
+        refused_with(
+            broker.options_for("relay:9", &relay)?,
+            AlertDescription::UnknownCA,
+        )
+        .await?;
         Ok(())
     })
     .await
@@ -556,35 +571,23 @@ async fn an_appliance_certificate_is_refused_on_the_relay_listener() -> anyhow::
 #[tokio::test]
 async fn an_appliance_cannot_take_over_another_appliances_session() -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
-        let mut options_a = broker.client_options("app-a", "app-a")?;
-        options_a
-            .set_clean_start(false)
-            .set_session_expiry_interval(Some(3600));
+        let (_folder, broker, mut relay) = start_with_relay().await?;
+        let options_a = persistent_options(&broker, "app-a", "app-a")?;
         let mut app_a = MqttSession::connect(options_a, STEP).await?;
         app_a
             .subscribe_acked("gatehouse/v1/app-a/down/#", STEP)
             .await?;
 
         // B's certificate, A's client id.
-        let mut squatter_options = broker.client_options("app-a", "app-b")?;
-        squatter_options
-            .set_clean_start(false)
-            .set_session_expiry_interval(Some(3600));
+        let squatter_options = persistent_options(&broker, "app-a", "app-b")?;
         let mut squatter = MqttSession::connect(squatter_options, STEP).await?;
         squatter
             .subscribe_acked("gatehouse/v1/app-a/down/#", STEP)
             .await?;
         // It is B: it publishes as B and not as A.
-        let as_b = squatter
-            .publish_acked("gatehouse/v1/app-b/up/x", b"from b", false, STEP)
-            .await?;
-        assert_eq!(as_b.reason, PubAckReason::Success);
-        let as_a = squatter
-            .publish_acked("gatehouse/v1/app-a/up/x", b"forged", false, STEP)
-            .await?;
-        assert_eq!(as_a.reason, PubAckReason::NotAuthorized);
+        let (as_b, as_a) = ("gatehouse/v1/app-b/up/x", "gatehouse/v1/app-a/up/x");
+        published(&mut squatter, as_b, b"from b", PubAckReason::Success).await?;
+        published(&mut squatter, as_a, b"forged", PubAckReason::NotAuthorized).await?;
         assert_eq!(
             topics(&until_marker(&mut relay, b"from b").await?),
             ["gatehouse/v1/app-b/up/x"]
@@ -596,12 +599,7 @@ async fn an_appliance_cannot_take_over_another_appliances_session() -> anyhow::R
             .await?;
         let received = until_marker(&mut app_a, b"for a").await?;
         assert_eq!(topics(&received), ["gatehouse/v1/app-a/down/ack"]);
-        assert!(
-            squatter
-                .messages_during(Duration::from_millis(300))
-                .await?
-                .is_empty()
-        );
+        receives_nothing(&mut squatter, 300).await?;
         let log = broker.log();
         assert!(
             !log.contains("Client app-a already connected"),
@@ -617,8 +615,7 @@ async fn an_appliance_cannot_take_over_another_appliances_session() -> anyhow::R
 #[tokio::test]
 async fn an_appliance_cannot_take_over_a_relay_replicas_session() -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         let mut squatter =
             MqttSession::connect(broker.client_options("relay:1", "app-a")?, STEP).await?;
         squatter
@@ -640,8 +637,7 @@ async fn an_appliance_cannot_take_over_a_relay_replicas_session() -> anyhow::Res
 #[tokio::test]
 async fn an_appliance_cannot_join_the_relays_share_group() -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         let mut intruders = Vec::new();
         for (id, group) in [
             ("app-a", "relay"),
@@ -659,16 +655,7 @@ async fn an_appliance_cannot_join_the_relays_share_group() -> anyhow::Result<()>
 
         let mut app_c = appliance(&broker, "app-c").await?;
         const SENT: usize = 20;
-        for n in 0..SENT {
-            app_c
-                .publish_acked(
-                    "gatehouse/v1/app-c/up/records",
-                    n.to_string().as_bytes(),
-                    false,
-                    STEP,
-                )
-                .await?;
-        }
+        publish_numbered(&mut app_c, SENT).await?;
         let received = until_marker(&mut relay, (SENT - 1).to_string().as_bytes()).await?;
         let payloads: Vec<String> = received
             .iter()
@@ -677,12 +664,7 @@ async fn an_appliance_cannot_join_the_relays_share_group() -> anyhow::Result<()>
         let expected: Vec<String> = (0..SENT).map(|n| n.to_string()).collect();
         assert_eq!(payloads, expected);
         for intruder in &mut intruders {
-            assert!(
-                intruder
-                    .messages_during(Duration::from_millis(100))
-                    .await?
-                    .is_empty()
-            );
+            receives_nothing(intruder, 100).await?;
         }
         Ok(())
     })
@@ -700,40 +682,19 @@ async fn an_appliance_cannot_join_the_relays_share_group() -> anyhow::Result<()>
 async fn known_limitation_an_appliance_that_knows_the_share_group_makes_the_relay_miss_messages()
 -> anyhow::Result<()> {
     within(async {
-        let (_folder, broker) = start()?;
-        let mut relay = relay(&broker, "relay:1").await?;
+        let (_folder, broker, mut relay) = start_with_relay().await?;
         let mut intruder = appliance(&broker, "app-a").await?;
-        let suback = intruder
-            .subscribe_acked(&relay_subscription(), STEP)
-            .await?;
-        assert_eq!(
-            suback.return_codes,
-            [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
-        );
+        subscribed(&mut intruder, &relay_subscription()).await?;
 
         let mut app_c = appliance(&broker, "app-c").await?;
         const SENT: usize = 10;
-        for n in 0..SENT {
-            app_c
-                .publish_acked(
-                    "gatehouse/v1/app-c/up/records",
-                    n.to_string().as_bytes(),
-                    false,
-                    STEP,
-                )
-                .await?;
-        }
+        publish_numbered(&mut app_c, SENT).await?;
         let in_group = relay.messages_during(Duration::from_millis(500)).await?;
         assert!(
             in_group.len() < SENT,
             "the relay received all {SENT}: the limitation is gone"
         );
-        assert!(
-            intruder
-                .messages_during(Duration::from_millis(100))
-                .await?
-                .is_empty()
-        );
+        receives_nothing(&mut intruder, 100).await?;
         Ok(())
     })
     .await

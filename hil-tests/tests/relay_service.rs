@@ -160,6 +160,45 @@ fn ack_of(body: pb::envelope::Body) -> Option<u64> {
     }
 }
 
+/// `appliance` connected to the broker with its own certificate, subscribed to its down
+/// topics.
+async fn connect_appliance(
+    broker: &TlsBroker,
+    appliance: &ApplianceId,
+) -> anyhow::Result<MqttSession> {
+    let mut app = MqttSession::connect(
+        broker.client_options(appliance.as_str(), appliance.as_str())?,
+        STEP,
+    )
+    .await?;
+    app.subscribe_acked(&format!("gatehouse/v1/{appliance}/down/#"), STEP)
+        .await?;
+    Ok(app)
+}
+
+/// Sends `records` on `topic` until the relay acks them up to `through`.
+async fn acked_through(
+    session: &mut MqttSession,
+    topic: &str,
+    records: Vec<pb::Record>,
+    through: u64,
+) -> anyhow::Result<()> {
+    let acked = until_answered(session, topic, &batch(records), |body| {
+        ack_of(body).filter(|seq| *seq == through)
+    })
+    .await?;
+    assert_eq!(acked, through);
+    Ok(())
+}
+
+/// Stops the relay, which must finish within a step.
+async fn stop(shutdown: &CancellationToken, running: service::Running) -> anyhow::Result<()> {
+    shutdown.cancel();
+    tokio::time::timeout(STEP, running.wait())
+        .await
+        .context("the relay did not stop in time")?
+}
+
 /// The next command the appliance receives (other messages are skipped).
 async fn next_command(session: &mut MqttSession) -> anyhow::Result<pb::Command> {
     loop {
@@ -214,13 +253,7 @@ async fn scenario() -> anyhow::Result<()> {
     let api = format!("http://{}/api/v1", running.api_addr);
     let counters = running.counters.clone();
 
-    let mut app = MqttSession::connect(
-        broker.client_options(appliance.as_str(), appliance.as_str())?,
-        STEP,
-    )
-    .await?;
-    app.subscribe_acked(&format!("gatehouse/v1/{appliance}/down/#"), STEP)
-        .await?;
+    let mut app = connect_appliance(&broker, &appliance).await?;
     let up = |channel: &str| format!("gatehouse/v1/{appliance}/up/{channel}");
 
     // A batch with an incident: stored, then acked.
@@ -264,14 +297,7 @@ async fn scenario() -> anyhow::Result<()> {
         seq: 2,
         content: Some(pb::record::Content::Evicted(pb::Evicted { through_seq: 5 })),
     };
-    let acked = until_answered(
-        &mut app,
-        &up("records"),
-        &batch(vec![two_to_five]),
-        |body| ack_of(body).filter(|seq| *seq == 5),
-    )
-    .await?;
-    assert_eq!(acked, 5);
+    acked_through(&mut app, &up("records"), vec![two_to_five], 5).await?;
     assert_eq!(MqttCounters::get(&counters.rejected), 1);
     assert!(MqttCounters::get(&counters.batches) >= 2);
 
@@ -281,11 +307,7 @@ async fn scenario() -> anyhow::Result<()> {
         seq: 6,
         content: None,
     };
-    let acked = until_answered(&mut app, &up("records"), &batch(vec![unknown]), |body| {
-        ack_of(body).filter(|seq| *seq == 6)
-    })
-    .await?;
-    assert_eq!(acked, 6);
+    acked_through(&mut app, &up("records"), vec![unknown], 6).await?;
     assert_eq!(MqttCounters::get(&counters.records_rejected), 1);
     assert_eq!(MqttCounters::get(&counters.rejected), 1);
 
@@ -327,14 +349,8 @@ async fn scenario() -> anyhow::Result<()> {
     assert_eq!(MqttCounters::get(&counters.downlinks_resent), 1);
 
     // It carries it out: its incident record completes the command, which stops coming.
-    let acked = until_answered(
-        &mut app,
-        &up("records"),
-        &batch(vec![incident(7, IncidentState::Acknowledged)?]),
-        |body| ack_of(body).filter(|seq| *seq == 7),
-    )
-    .await?;
-    assert_eq!(acked, 7);
+    let done = incident(7, IncidentState::Acknowledged)?;
+    acked_through(&mut app, &up("records"), vec![done], 7).await?;
     assert_eq!(MqttCounters::get(&counters.downlinks_done), 1);
     for online in [false, true] {
         app.client
@@ -350,23 +366,10 @@ async fn scenario() -> anyhow::Result<()> {
     broker.stop()?;
     tokio::time::sleep(Duration::from_millis(700)).await;
     broker.restart()?;
-    let mut app = MqttSession::connect(
-        broker.client_options(appliance.as_str(), appliance.as_str())?,
-        STEP,
-    )
-    .await?;
-    app.subscribe_acked(&format!("gatehouse/v1/{appliance}/down/#"), STEP)
-        .await?;
-    let acked = until_answered(&mut app, &up("records"), &batch(vec![evicted(8)]), |body| {
-        ack_of(body).filter(|seq| *seq == 8)
-    })
-    .await?;
-    assert_eq!(acked, 8);
+    let mut app = connect_appliance(&broker, &appliance).await?;
+    acked_through(&mut app, &up("records"), vec![evicted(8)], 8).await?;
 
-    shutdown.cancel();
-    tokio::time::timeout(STEP, running.wait())
-        .await
-        .context("the relay did not stop in time")??;
+    stop(&shutdown, running).await?;
     assert!(
         http.get(format!("{api}/health")).send().await.is_err(),
         "the API still answers"
@@ -383,15 +386,8 @@ async fn scenario() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let acked = until_answered(&mut app, &up("records"), &batch(vec![evicted(9)]), |body| {
-        ack_of(body).filter(|seq| *seq == 9)
-    })
-    .await?;
-    assert_eq!(acked, 9);
-    shutdown.cancel();
-    tokio::time::timeout(STEP, running.wait())
-        .await
-        .context("the relay did not stop in time")??;
+    acked_through(&mut app, &up("records"), vec![evicted(9)], 9).await?;
+    stop(&shutdown, running).await?;
     Ok(())
 }
 

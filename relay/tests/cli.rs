@@ -175,6 +175,24 @@ fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() -> an
     Ok(())
 }
 
+/// `gatehouse-relay claim create` for an appliance `name` at `site`, valid for 2 hours.
+fn create_claim(config: &str, tenant: &str, site: &str, name: &str) -> anyhow::Result<Output> {
+    relay(&[
+        "claim",
+        "create",
+        "-c",
+        config,
+        "--tenant",
+        tenant,
+        "--site",
+        site,
+        "--name",
+        name,
+        "--valid-for",
+        "2h",
+    ])
+}
+
 #[test]
 fn admin_commands_make_a_tenant_a_site_a_claim_and_a_token() -> anyhow::Result<()> {
     let folder = tempfile::tempdir()?;
@@ -190,20 +208,7 @@ fn admin_commands_make_a_tenant_a_site_a_claim_and_a_token() -> anyhow::Result<(
     assert_eq!(site.code, 0, "{}", site.stderr);
     let site = field(&site.stdout, "site")?;
 
-    let claim = relay(&[
-        "claim",
-        "create",
-        "-c",
-        &config,
-        "--tenant",
-        &tenant,
-        "--site",
-        &site,
-        "--name",
-        "lobby",
-        "--valid-for",
-        "2h",
-    ])?;
+    let claim = create_claim(&config, &tenant, &site, "lobby")?;
     assert_eq!(claim.code, 0, "{}", claim.stderr);
     let appliance = field(&claim.stdout, "appliance")?;
     let code = field(&claim.stdout, "claim code")?;
@@ -245,20 +250,7 @@ fn admin_commands_make_a_tenant_a_site_a_claim_and_a_token() -> anyhow::Result<(
         assert_eq!(claimed.site.as_str(), site);
         // Valid for 2 hours, not 24.
         let later = now + 3 * 3600 * 1_000_000;
-        let claim = relay(&[
-            "claim",
-            "create",
-            "-c",
-            &config,
-            "--tenant",
-            &tenant,
-            "--site",
-            &site,
-            "--name",
-            "gate",
-            "--valid-for",
-            "2h",
-        ])?;
+        let claim = create_claim(&config, &tenant, &site, "gate")?;
         let code = field(&claim.stdout, "claim code")?;
         assert!(store.redeem_claim(&code, later).await.is_err());
         anyhow::Ok(())

@@ -232,6 +232,41 @@ fn options(relay: &str, code: &str, dir: &Path) -> anyhow::Result<ClaimOptions> 
     })
 }
 
+/// An honest relay served over plain http, its base URL, and a folder for the appliance.
+async fn honest_relay() -> anyhow::Result<(Arc<TestRelay>, String, tempfile::TempDir)> {
+    let relay = TestRelay::new(Answer::Honest)?;
+    let url = serve(&relay).await?;
+    Ok((relay, url, tempfile::tempdir()?))
+}
+
+/// A site config holding `text` in `folder`, and options to claim from `url` into
+/// `folder/identity` and append to it; the config's path and the options.
+fn with_site_config(
+    url: &str,
+    folder: &Path,
+    text: &str,
+) -> anyhow::Result<(PathBuf, ClaimOptions)> {
+    let site = folder.join("site.toml");
+    fs::write(&site, text)?;
+    let mut claim_options = options(url, CODE, &folder.join("identity"))?;
+    claim_options.config = Some(site.clone());
+    Ok((site, claim_options))
+}
+
+/// The contents of `files`, in order.
+fn contents(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(files.iter().map(fs::read).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Claims from `url` into `dir`; the identity's files (key, certificate, CA) and their
+/// contents.
+async fn claimed_identity(url: &str, dir: &Path) -> anyhow::Result<([PathBuf; 3], Vec<Vec<u8>>)> {
+    claim(&options(url, CODE, dir)?).await?;
+    let files = [KEY_FILE, CERT_FILE, CA_FILE].map(|name| dir.join(name));
+    let before = contents(&files)?;
+    Ok((files, before))
+}
+
 /// The claim's error, checked to hold neither code.
 async fn claim_error(options: &ClaimOptions) -> anyhow::Result<ClaimError> {
     let Err(error) = claim(options).await else {
@@ -364,9 +399,7 @@ async fn a_relay_certificate_from_an_unpinned_ca_or_tls_1_2_is_refused() -> anyh
 
 #[tokio::test]
 async fn a_refused_code_says_so_and_the_retry_reuses_the_key() -> anyhow::Result<()> {
-    let relay = TestRelay::new(Answer::Honest)?;
-    let url = serve(&relay).await?;
-    let folder = tempfile::tempdir()?;
+    let (_relay, url, folder) = honest_relay().await?;
     let dir = folder.path().join("identity");
 
     let error = claim_error(&options(&url, "claim-SECRET-wrong", &dir)?).await?;
@@ -458,13 +491,9 @@ async fn answers_that_do_not_check_out_write_nothing_but_the_key() -> anyhow::Re
 
 #[tokio::test]
 async fn an_identity_is_replaced_only_with_force() -> anyhow::Result<()> {
-    let relay = TestRelay::new(Answer::Honest)?;
-    let url = serve(&relay).await?;
-    let folder = tempfile::tempdir()?;
+    let (relay, url, folder) = honest_relay().await?;
     let dir = folder.path().join("identity");
-    claim(&options(&url, CODE, &dir)?).await?;
-    let files = [KEY_FILE, CERT_FILE, CA_FILE].map(|name| dir.join(name));
-    let before = files.iter().map(fs::read).collect::<Result<Vec<_>, _>>()?;
+    let (files, before) = claimed_identity(&url, &dir).await?;
 
     let mut again = options(&url, OTHER_CODE, &dir)?;
     let error = claim_error(&again).await?;
@@ -476,7 +505,7 @@ async fn an_identity_is_replaced_only_with_force() -> anyhow::Result<()> {
             fs::canonicalize(&dir)?.display()
         )
     );
-    let after = files.iter().map(fs::read).collect::<Result<Vec<_>, _>>()?;
+    let after = contents(&files)?;
     assert_eq!(before, after, "the identity was touched");
     assert!(relay.unspent(OTHER_CODE));
 
@@ -490,20 +519,16 @@ async fn an_identity_is_replaced_only_with_force() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_forced_claim_that_fails_leaves_the_working_identity_in_place() -> anyhow::Result<()> {
-    let relay = TestRelay::new(Answer::Honest)?;
-    let url = serve(&relay).await?;
-    let folder = tempfile::tempdir()?;
+    let (_relay, url, folder) = honest_relay().await?;
     let dir = folder.path().join("identity");
-    claim(&options(&url, CODE, &dir)?).await?;
-    let files = [KEY_FILE, CERT_FILE, CA_FILE].map(|name| dir.join(name));
-    let before = files.iter().map(fs::read).collect::<Result<Vec<_>, _>>()?;
+    let (files, before) = claimed_identity(&url, &dir).await?;
 
     // A mistyped code with --force: refused by the relay, and the appliance keeps reporting.
     let mut again = options(&url, "claim-SECRET-mistyped", &dir)?;
     again.force = true;
     let error = claim_error(&again).await?;
     assert!(matches!(error, ClaimError::CodeRefused), "{error:?}");
-    let after = files.iter().map(fs::read).collect::<Result<Vec<_>, _>>()?;
+    let after = contents(&files)?;
     assert_eq!(before, after, "a failed claim touched the identity");
     assert!(certifies(&files[1], &files[0])?);
     assert_eq!(entries(&dir)?, [KEY_FILE, STAGED_KEY, CERT_FILE, CA_FILE]);
@@ -514,7 +539,7 @@ async fn a_forced_claim_that_fails_leaves_the_working_identity_in_place() -> any
     lied_to.force = true;
     let error = claim_error(&lied_to).await?;
     assert!(matches!(error, ClaimError::BadReply(_)), "{error:?}");
-    let after = files.iter().map(fs::read).collect::<Result<Vec<_>, _>>()?;
+    let after = contents(&files)?;
     assert_eq!(before, after, "a wrong answer touched the identity");
     Ok(())
 }
@@ -534,14 +559,9 @@ async fn plain_http_to_another_host_is_refused_before_anything_is_written() -> a
 
 #[tokio::test]
 async fn a_site_config_with_an_uplink_is_left_untouched() -> anyhow::Result<()> {
-    let relay = TestRelay::new(Answer::Honest)?;
-    let url = serve(&relay).await?;
-    let folder = tempfile::tempdir()?;
-    let site = folder.path().join("site.toml");
+    let (_relay, url, folder) = honest_relay().await?;
     let original = format!("{SITE}\n\n[uplink]\nappliance_id = \"old\"\n");
-    fs::write(&site, &original)?;
-    let mut claim_options = options(&url, CODE, &folder.path().join("identity"))?;
-    claim_options.config = Some(site.clone());
+    let (site, claim_options) = with_site_config(&url, folder.path(), &original)?;
 
     let claimed = claim(&claim_options).await?;
 
@@ -559,14 +579,9 @@ async fn a_site_config_with_an_uplink_is_left_untouched() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn the_problems_of_the_site_config_are_listed_after_the_append() -> anyhow::Result<()> {
-    let relay = TestRelay::new(Answer::Honest)?;
-    let url = serve(&relay).await?;
-    let folder = tempfile::tempdir()?;
-    let site = folder.path().join("site.toml");
+    let (_relay, url, folder) = honest_relay().await?;
     let original = format!("{SITE}\n[journal]\nbatch_max_events = 0\n");
-    fs::write(&site, &original)?;
-    let mut claim_options = options(&url, CODE, &folder.path().join("identity"))?;
-    claim_options.config = Some(site.clone());
+    let (site, claim_options) = with_site_config(&url, folder.path(), &original)?;
 
     let claimed = claim(&claim_options).await?;
 
@@ -587,14 +602,8 @@ async fn the_problems_of_the_site_config_are_listed_after_the_append() -> anyhow
 #[tokio::test]
 async fn a_site_config_that_is_not_toml_is_refused_before_the_code_is_spent() -> anyhow::Result<()>
 {
-    let relay = TestRelay::new(Answer::Honest)?;
-    let url = serve(&relay).await?;
-    let folder = tempfile::tempdir()?;
-    let site = folder.path().join("site.toml");
-    fs::write(&site, "[site\n")?;
-    let dir = folder.path().join("identity");
-    let mut claim_options = options(&url, CODE, &dir)?;
-    claim_options.config = Some(site.clone());
+    let (relay, url, folder) = honest_relay().await?;
+    let (site, claim_options) = with_site_config(&url, folder.path(), "[site\n")?;
     let error = claim_error(&claim_options).await?;
     assert!(
         error
@@ -603,7 +612,7 @@ async fn a_site_config_that_is_not_toml_is_refused_before_the_code_is_spent() ->
         "{error}"
     );
     assert!(relay.unspent(CODE));
-    assert!(!dir.exists());
+    assert!(!claim_options.dir.exists());
     Ok(())
 }
 

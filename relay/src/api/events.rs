@@ -7,11 +7,8 @@ use axum::{Extension, Json};
 use gatehouse_protocol::{ApplianceId, SiteId};
 use serde::Deserialize;
 
-use super::appliances::known_appliance;
-use super::auth::{Permission, require};
 use super::error::{ApiError, Query};
-use super::sites::known_site;
-use super::{Context, PageOut, page_request};
+use super::{Context, PageOut, list_scope, page_request};
 use crate::store::{EventFilter, Micros, Principal};
 
 #[derive(Debug, Deserialize)]
@@ -37,14 +34,13 @@ pub(super) async fn list(
     Extension(principal): Extension<Principal>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<PageOut>, ApiError> {
-    require(&principal, Permission::Read)?;
-    let scope = &principal.scope;
-    if let Some(site) = &params.site {
-        known_site(&context, scope, site).await?;
-    }
-    if let Some(appliance) = &params.appliance {
-        known_appliance(&context, scope, appliance).await?;
-    }
+    let scope = list_scope(
+        &context,
+        &principal,
+        params.site.as_ref(),
+        params.appliance.as_ref(),
+    )
+    .await?;
     if let (Some(from), Some(until)) = (params.from, params.until)
         && from > until
     {

@@ -22,11 +22,9 @@ use gatehouse_protocol::{ApplianceId, IncidentState, SiteId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::appliances::known_appliance;
 use super::auth::{Permission, require};
 use super::error::{ApiError, JsonBody, Path, Query};
-use super::sites::known_site;
-use super::{Context, PageOut, page_request, view, views};
+use super::{Context, PageOut, list_scope, page_request, view, views};
 use crate::hub::{Downlink, LiveUpdate};
 use crate::store::{DownlinkStep, IncidentFilter, Principal, StoredDownlink};
 
@@ -45,20 +43,19 @@ pub(super) async fn list(
     Extension(principal): Extension<Principal>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<PageOut>, ApiError> {
-    require(&principal, Permission::Read)?;
-    let scope = &principal.scope;
     let state = params
         .state
         .as_deref()
         .map(str::parse::<IncidentState>)
         .transpose()
         .map_err(|reason| ApiError::bad_request(format!("state: {reason}")))?;
-    if let Some(site) = &params.site {
-        known_site(&context, scope, site).await?;
-    }
-    if let Some(appliance) = &params.appliance {
-        known_appliance(&context, scope, appliance).await?;
-    }
+    let scope = list_scope(
+        &context,
+        &principal,
+        params.site.as_ref(),
+        params.appliance.as_ref(),
+    )
+    .await?;
     let page = page_request(params.limit, params.after.as_deref())?;
     let filter = IncidentFilter {
         state,

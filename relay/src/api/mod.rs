@@ -70,12 +70,14 @@ use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use gatehouse_protocol::{ApplianceId, SiteId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::auth::{Permission, require};
 pub use self::claim::ClaimSigner;
 use self::claim::FailedClaims;
 use self::error::ApiError;
@@ -83,7 +85,7 @@ use self::metrics::ApiMetrics;
 use self::stream::StreamSlots;
 use crate::hub::{Downlink, Hub};
 use crate::ingest::MqttCounters;
-use crate::store::{Micros, Page, Paged, Store};
+use crate::store::{Micros, Page, Paged, Principal, Store, TenantScope};
 
 /// What the API needs from the rest of the relay.
 pub struct ApiState {
@@ -282,6 +284,26 @@ impl PageOut {
             next: page.next.as_ref().map(encode_cursor).transpose()?,
         })
     }
+}
+
+/// The tenant a list request reads, once the principal may read and the list's `site` and
+/// `appliance` filters name things in that tenant: a filter on an unknown (or another
+/// tenant's) site or appliance is a 404 rather than an empty page that would hide the typo.
+async fn list_scope<'p>(
+    context: &Context,
+    principal: &'p Principal,
+    site: Option<&SiteId>,
+    appliance: Option<&ApplianceId>,
+) -> Result<&'p TenantScope, ApiError> {
+    require(principal, Permission::Read)?;
+    let scope = &principal.scope;
+    if let Some(site) = site {
+        sites::known_site(context, scope, site).await?;
+    }
+    if let Some(appliance) = appliance {
+        appliances::known_appliance(context, scope, appliance).await?;
+    }
+    Ok(scope)
 }
 
 /// Default page size.

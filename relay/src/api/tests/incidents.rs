@@ -28,6 +28,35 @@ fn action(downlink: &Downlink) -> anyhow::Result<&pb::IncidentAction> {
     }
 }
 
+/// An API, the tenant `acme` and the path of its open incident 1.
+async fn acme(store: &Store) -> anyhow::Result<(Api, Tenant, String)> {
+    let api = Api::new(store)?;
+    let a = Tenant::new(store, "acme").await?;
+    let incident = format!("/api/v1/incidents/{}/1", a.appliance);
+    Ok((api, a, incident))
+}
+
+/// `POST {incident}/{step}` with `body`, as the tenant's operator.
+async fn operator_step(
+    api: &Api,
+    a: &Tenant,
+    incident: &str,
+    step: &str,
+    body: Value,
+) -> anyhow::Result<(StatusCode, Value)> {
+    api.post(&format!("{incident}/{step}"), &a.operator, &body)
+        .await
+}
+
+/// Acknowledges `incident` as the operator, expecting success and a command sent down;
+/// the answer's body.
+async fn acknowledged(api: &mut Api, a: &Tenant, incident: &str) -> anyhow::Result<Value> {
+    let (status, body) = operator_step(api, a, incident, "ack", json!({})).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(api.next_downlink().await.is_some(), "no command sent down");
+    Ok(body)
+}
+
 async fn an_acknowledgement_is_stored_published_and_sent_to_the_appliance(
     store: &Store,
 ) -> anyhow::Result<()> {
@@ -115,25 +144,22 @@ async fn an_acknowledgement_is_stored_published_and_sent_to_the_appliance(
 async fn a_comment_stays_at_the_relay_and_steps_follow_the_lifecycle(
     store: &Store,
 ) -> anyhow::Result<()> {
-    let mut api = Api::new(store)?;
-    let a = Tenant::new(store, "acme").await?;
-    let incident = format!("/api/v1/incidents/{}/1", a.appliance);
+    let (mut api, a, incident) = acme(store).await?;
 
-    let (status, body) = api
-        .post(
-            &format!("{incident}/comment"),
-            &a.operator,
-            &json!({"comment": "camera 3"}),
-        )
-        .await?;
+    let (status, body) = operator_step(
+        &api,
+        &a,
+        &incident,
+        "comment",
+        json!({"comment": "camera 3"}),
+    )
+    .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["command_id"], Value::Null);
     assert_eq!(body["incident"]["state"], json!("open"));
     assert!(api.next_downlink().await.is_none(), "a comment went down");
 
-    let (status, body) = api
-        .post(&format!("{incident}/comment"), &a.operator, &json!({}))
-        .await?;
+    let (status, body) = operator_step(&api, &a, &incident, "comment", json!({})).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         body,
@@ -141,14 +167,8 @@ async fn a_comment_stays_at_the_relay_and_steps_follow_the_lifecycle(
     );
 
     // Twice the same step: 409, nothing sent the second time.
-    let (status, _) = api
-        .post(&format!("{incident}/ack"), &a.operator, &json!({}))
-        .await?;
-    assert_eq!(status, StatusCode::OK);
-    assert!(api.next_downlink().await.is_some());
-    let (status, body) = api
-        .post(&format!("{incident}/ack"), &a.operator, &json!({}))
-        .await?;
+    acknowledged(&mut api, &a, &incident).await?;
+    let (status, body) = operator_step(&api, &a, &incident, "ack", json!({})).await?;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
         body["error"]
@@ -161,13 +181,8 @@ async fn a_comment_stays_at_the_relay_and_steps_follow_the_lifecycle(
     // An incident that does not exist.
     let missing = format!("/api/v1/incidents/{}/99", a.appliance);
     for step in ["ack", "resolve", "comment"] {
-        let (status, body) = api
-            .post(
-                &format!("{missing}/{step}"),
-                &a.operator,
-                &json!({"comment": "x"}),
-            )
-            .await?;
+        let (status, body) =
+            operator_step(&api, &a, &missing, step, json!({"comment": "x"})).await?;
         assert_eq!(status, StatusCode::NOT_FOUND, "{step}: {body}");
     }
     assert_eq!(api.get(&missing, &a.viewer).await?.0, StatusCode::NOT_FOUND);
@@ -178,16 +193,9 @@ async fn a_comment_stays_at_the_relay_and_steps_follow_the_lifecycle(
 async fn a_step_and_its_command_are_stored_even_when_the_publisher_is_gone(
     store: &Store,
 ) -> anyhow::Result<()> {
-    let mut api = Api::new(store)?;
-    let a = Tenant::new(store, "acme").await?;
+    let (mut api, a, incident) = acme(store).await?;
     api.downlink.close();
-    let (status, body) = api
-        .post(
-            &format!("/api/v1/incidents/{}/1/ack", a.appliance),
-            &a.operator,
-            &json!({}),
-        )
-        .await?;
+    let (status, body) = operator_step(&api, &a, &incident, "ack", json!({})).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let stored = store
         .incident(&a.scope, &a.appliance, 1)
@@ -205,14 +213,8 @@ async fn a_step_and_its_command_are_stored_even_when_the_publisher_is_gone(
 async fn the_detail_shows_when_the_appliance_carried_a_command_out(
     store: &Store,
 ) -> anyhow::Result<()> {
-    let mut api = Api::new(store)?;
-    let a = Tenant::new(store, "acme").await?;
-    let incident = format!("/api/v1/incidents/{}/1", a.appliance);
-    let (status, body) = api
-        .post(&format!("{incident}/ack"), &a.operator, &json!({}))
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(api.next_downlink().await.is_some());
+    let (mut api, a, incident) = acme(store).await?;
+    let body = acknowledged(&mut api, &a, &incident).await?;
     let (_, detail) = api.get(&incident, &a.viewer).await?;
     assert_eq!(detail["commands"][0]["command_id"], body["command_id"]);
     assert_eq!(detail["commands"][0]["by"], json!("operator"));
