@@ -31,6 +31,9 @@ use rustls::{RootCertStore, SupportedProtocolVersion};
 /// The largest MQTT packet either end accepts; batches are sized well below it.
 pub const MAX_PACKET_BYTES: u32 = 4 * 1024 * 1024;
 
+/// QoS 1 messages an MQTT client may have in flight at once (see `TlsIdentity::mqtt_options`).
+pub const MAX_OUTGOING_INFLIGHT: u16 = 100;
+
 /// The only TLS version Gatehouse speaks, on every connection: 1.3 has no negotiable weak
 /// ciphers or renegotiation, and both ends are ours.
 pub static TLS_VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -267,7 +270,16 @@ impl TlsIdentity {
             ))))
             .set_keep_alive(Duration::from_secs(30))
             .set_connection_timeout(10)
-            .set_max_packet_size(Some(MAX_PACKET_BYTES));
+            .set_max_packet_size(Some(MAX_PACKET_BYTES))
+            // rumqttc sizes its in-flight table by this bound (65,535 by default): about
+            // 14 MiB per client before a single message (docs/benchmarks.md, Relay). Both ends
+            // keep far fewer QoS 1 messages in flight than 100.
+            .set_outgoing_inflight_upper_limit(MAX_OUTGOING_INFLIGHT);
+        // An alarm is one small packet: Nagle's algorithm would hold it behind the previous
+        // one's ACK, which the peer may delay by up to 40 ms.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         Ok(options)
     }
 }
