@@ -339,6 +339,14 @@ impl RelayProcess {
         &self.config
     }
 
+    /// The running replica's process id (for /proc measurements).
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .context("the relay is not running")
+    }
+
     /// SIGKILL: no shutdown, no DISCONNECT, nothing flushed.
     pub fn kill9(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -39,7 +39,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::measure::{self, CpuMeter, CpuUse, Watched};
-use crate::setup::{self, Backend, CommonArgs, Database, RelayProcess, Tenant};
+use crate::setup::{self, Backend, CommonArgs, Database, Tenant};
 
 /// Events per second the issue asks for.
 const TARGET_EVENTS_PER_SECOND: f64 = 50_000.0;
@@ -317,7 +317,7 @@ async fn drain(args: &Args, folder: &Path, journal_path: &Path) -> anyhow::Resul
     let store = Store::open(&database.url).await?;
     let tenant = Tenant::create(store.clone()).await?;
     let appliance = tenant.appliance("drained").await?;
-    let relay = RelayProcess::start(folder, &broker, &database.url).await?;
+    let mut relay = setup::start_relay(folder, &broker, &database.url).await?;
     setup::wait_until_relay_consumes(&broker, &tenant).await?;
 
     let port = harness::free_port()?;
@@ -331,7 +331,7 @@ async fn drain(args: &Args, folder: &Path, journal_path: &Path) -> anyhow::Resul
     let started = Instant::now();
     let agent = AgentProcess::start(folder, &config, port).await?;
     let meter = CpuMeter::start(&[
-        ("relay", Watched::Process(relay.pid())),
+        ("relay", Watched::Process(relay.pid()?)),
         ("broker", Watched::Process(broker_pid)),
         ("agent", Watched::Process(agent.pid())),
         ("postgres", Watched::Postgres),

@@ -49,7 +49,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::measure::{self, CpuMeter, CpuUse, Distribution, Watched};
-use crate::setup::{self, Backend, CommonArgs, Database, RelayProcess, Tenant};
+use crate::setup::{self, Backend, CommonArgs, Database, Tenant};
 
 /// Records per message at most, and unacknowledged records at most, as the edge's uplink
 /// (`BATCH_RECORDS`, `WINDOW_RECORDS` in `edge-agent/src/uplink/session.rs`).
@@ -242,9 +242,9 @@ async fn run_fleet(args: &Args, appliances: u32) -> anyhow::Result<RunReport> {
             eprintln!("  {} appliances claimed", index + 1);
         }
     }
-    let relay = RelayProcess::start(folder.path(), &broker, &database.url).await?;
+    let mut relay = setup::start_relay(folder.path(), &broker, &database.url).await?;
     setup::wait_until_relay_consumes(&broker, &tenant).await?;
-    let relay_idle = measure::sample(relay.pid())?;
+    let relay_idle = measure::sample(relay.pid()?)?;
     let broker_pid = setup::broker_pid(&broker)?;
 
     let fleet = Arc::new(Fleet::default());
@@ -290,7 +290,7 @@ async fn run_fleet(args: &Args, appliances: u32) -> anyhow::Result<RunReport> {
     tokio::time::sleep(Duration::from_secs(args.warm_up_seconds)).await;
 
     let meter = CpuMeter::start(&[
-        ("relay", Watched::Process(relay.pid())),
+        ("relay", Watched::Process(relay.pid()?)),
         ("broker", Watched::Process(broker_pid)),
         ("postgres", Watched::Postgres),
         ("harness", Watched::Process(std::process::id())),
@@ -303,7 +303,7 @@ async fn run_fleet(args: &Args, appliances: u32) -> anyhow::Result<RunReport> {
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     for second in 0..args.seconds {
         ticks.tick().await;
-        relay_rss.push(measure::sample(relay.pid())?.rss_kib);
+        relay_rss.push(measure::sample(relay.pid()?)?.rss_kib);
         broker_rss.push(measure::sample(broker_pid)?.rss_kib);
         if second % 10 == 9 {
             eprintln!(

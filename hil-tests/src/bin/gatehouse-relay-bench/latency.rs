@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::measure::{self, CpuMeter, CpuUse, Distribution, Watched};
-use crate::setup::{self, Backend, CommonArgs, Database, RelayProcess, Tenant};
+use crate::setup::{self, Backend, CommonArgs, Database, Tenant};
 
 /// The target from the issue: p99 at the HQ client, in ms.
 const TARGET_P99_MS: f64 = 50.0;
@@ -124,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let tenant = Tenant::create(store.clone()).await?;
     let appliance = tenant.appliance("doors").await?;
     let token = tenant.operator_token().await?;
-    let relay = RelayProcess::start(folder.path(), &broker, &database.url).await?;
+    let mut relay = setup::start_relay(folder.path(), &broker, &database.url).await?;
     setup::wait_until_relay_consumes(&broker, &tenant).await?;
 
     let mut sims = Vec::new();
@@ -165,13 +165,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let stop = CancellationToken::new();
-    let relay_client =
-        StreamClient::connect_url(&format!("ws://{}/api/v1/stream", relay.api), &token).await?;
+    let relay_client = StreamClient::connect_url(
+        &format!("ws://{}/api/v1/stream", relay.config().api),
+        &token,
+    )
+    .await?;
     let edge_client = StreamClient::connect(agent.api, harness::GUARD_TOKEN, None).await?;
     let relay_seen = tokio::spawn(collect_relay(relay_client, stop.clone()));
     let edge_seen = tokio::spawn(collect_edge(edge_client, stop.clone()));
     let meter = CpuMeter::start(&[
-        ("relay", Watched::Process(relay.pid())),
+        ("relay", Watched::Process(relay.pid()?)),
         ("broker", Watched::Process(setup::broker_pid(&broker)?)),
         ("agent", Watched::Process(agent.pid())),
         ("postgres", Watched::Postgres),

@@ -2,15 +2,14 @@
 //! (so its CPU and memory are its own in `/proc`), a tenant with a site, appliances and an
 //! operator token, and the wait until the relay really consumes what appliances send.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 use gatehouse_hil_tests::broker::{MqttSession, TlsBroker};
-use gatehouse_hil_tests::harness;
+use gatehouse_hil_tests::relay::RelayConfig;
+pub use gatehouse_hil_tests::relay::RelayProcess;
 use gatehouse_protocol::wire::topics::{Channel, topic};
 use gatehouse_protocol::wire::{self, pb};
 use gatehouse_protocol::{ApplianceId, SiteId};
@@ -168,88 +167,17 @@ pub fn now_micros() -> Micros {
     Timestamp::now().as_microsecond()
 }
 
-/// The relay binary running `gatehouse-relay run` against a [`TlsBroker`]; killed on drop.
-pub struct RelayProcess {
-    child: Child,
-    pub api: SocketAddr,
-    log: PathBuf,
-}
-
-impl RelayProcess {
-    /// Writes the relay's certificate and configuration into `folder`, starts the relay on
-    /// `database_url` and waits until its API answers. The relay listener of `broker` is
-    /// where it connects; no `[fleet]` (claims are made directly in the store).
-    pub async fn start(
-        folder: &Path,
-        broker: &TlsBroker,
-        database_url: &str,
-    ) -> anyhow::Result<Self> {
-        let identity = broker.relay_identity()?;
-        write_identity(folder, "relay", &identity)?;
-        let port = harness::free_port()?;
-        let config = folder.join("relay.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[store]
-url = "{database_url}"
-
-[api]
-listen = "127.0.0.1:{port}"
-
-[broker]
-host = "127.0.0.1"
-port = {relay_port}
-ca_file = "fleet-ca.pem"
-cert_file = "relay.pem"
-key_file = "relay.key"
-client_id = "relay:bench"
-"#,
-                relay_port = broker.relay_port(),
-            ),
-        )?;
-        let log = folder.join("relay.log");
-        let child = Command::new(gatehouse_hil_tests::relay::relay_binary()?)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting gatehouse-relay")?;
-        let mut relay = RelayProcess {
-            child,
-            api: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
-        };
-        let health = format!("http://{}/api/v1/health", relay.api);
-        harness::wait_until_healthy(&mut relay.child, &health, "the relay", &relay.log).await?;
-        Ok(relay)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The relay's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and waits for the relay to exit.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        harness::terminate(&mut self.child, "the relay").await?;
-        Ok(())
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the relay binary (`hil-tests`' [`RelayProcess`]) on `database_url` against the relay
+/// listener of `broker`, logging at `info`, with its files in `folder`; returns once its API
+/// answers.
+pub async fn start_relay(
+    folder: &Path,
+    broker: &TlsBroker,
+    database_url: &str,
+) -> anyhow::Result<RelayProcess> {
+    let mut config = RelayConfig::write(folder, broker, database_url)?;
+    config.log_filter = "info".to_owned();
+    RelayProcess::start(&config).await
 }
 
 /// Writes `{name}.pem`, `{name}.key` and the fleet CA, which signed the broker's certificate
