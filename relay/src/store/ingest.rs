@@ -1,14 +1,17 @@
 //! Ingestion: an appliance's batch of records, stored once each, in one transaction, and the
 //! contiguous ack that follows from it. See the module note of [`super`] for the invariants.
 
+use std::collections::HashSet;
+
 use gatehouse_protocol::ApplianceId;
 use sqlx::AnyConnection;
 use sqlx::Row;
 
 use super::downlinks::complete_downlinks;
+use super::sql::Sql;
 use super::{
-    IngestIncident, IngestOutcome, IngestRecord, Store, StoreError, TenantScope, id_column, to_db,
-    u64_column,
+    IngestIncident, IngestOutcome, IngestRecord, InsertLimits, Store, StoreError, TenantScope,
+    id_column, to_db, u64_column,
 };
 
 /// The most records one batch may hold (appliances send at most 500): a batch is one
@@ -17,6 +20,10 @@ pub const MAX_BATCH_RECORDS: usize = 5000;
 
 /// How many rows after the ack one query reads while advancing it.
 const ADVANCE_CHUNK: i64 = 256;
+
+/// What a record adds to a statement's values besides its texts: ten 4-byte lengths and
+/// four 8-byte integers, with room to spare.
+const RECORD_OVERHEAD_BYTES: usize = 96;
 
 /// What a batch did, record by record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,28 +104,28 @@ impl Store {
         let scope = TenantScope::new(id_column(&locked, "tenant_id")?);
         let acked_before = u64_column(&locked, "acked_seq")?;
 
+        let inserted = insert_records(connection, self.inserts, &scope, appliance, &rows).await?;
         let mut stored = Vec::new();
         let mut downlinks_done = 0;
         let mut covered = Vec::new();
-        for row in &rows {
-            if insert_record(connection, &scope, appliance, row).await? {
-                stored.push(row.record.seq);
-                covered.push((row.seq, row.through_seq));
-                if let (Some(incident), Some(incident_id)) = (&row.record.incident, row.incident_id)
-                {
-                    upsert_incident(connection, &scope, appliance, row, incident, incident_id)
-                        .await?;
-                    downlinks_done += complete_downlinks(
-                        connection,
-                        &scope,
-                        appliance,
-                        incident_id,
-                        incident.state,
-                        row.record.recorded_at,
-                    )
-                    .await?;
-                }
-            } else if row.record.evicted_through.is_some()
+        for row in pick(&rows, &inserted, true) {
+            stored.push(row.record.seq);
+            covered.push((row.seq, row.through_seq));
+            if let (Some(incident), Some(incident_id)) = (&row.record.incident, row.incident_id) {
+                upsert_incident(connection, &scope, appliance, row, incident, incident_id).await?;
+                downlinks_done += complete_downlinks(
+                    connection,
+                    &scope,
+                    appliance,
+                    incident_id,
+                    incident.state,
+                    row.record.recorded_at,
+                )
+                .await?;
+            }
+        }
+        for row in pick(&rows, &inserted, false) {
+            if row.record.evicted_through.is_some()
                 && widen_marker(connection, appliance, row).await?
             {
                 covered.push((row.seq, row.through_seq));
@@ -177,32 +184,106 @@ fn check_record(record: &IngestRecord) -> Result<CheckedRecord<'_>, StoreError> 
     })
 }
 
-/// Inserts a record unless `(appliance, seq)` is stored; true when inserted.
-async fn insert_record(
+/// Inserts the batch's records, as many to a statement as `limits` allow, skipping those whose
+/// `(appliance, seq)` is stored (and a seq repeated within the batch after its first
+/// occurrence). Says, record by record, whether it was inserted.
+///
+/// One statement per chunk rather than one per record: the per-statement round trip is what
+/// bounds a backlog drain.
+async fn insert_records(
     connection: &mut AnyConnection,
+    limits: InsertLimits,
     scope: &TenantScope,
     appliance: &ApplianceId,
-    row: &CheckedRecord<'_>,
-) -> Result<bool, StoreError> {
-    let record = row.record;
-    let done = sqlx::query(
-        "INSERT INTO records (tenant_id, appliance_id, seq, through_seq, recorded_at, kind, \
-         device, point, incident_id, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (appliance_id, seq) DO NOTHING",
-    )
-    .bind(scope.id())
-    .bind(appliance.as_str())
-    .bind(row.seq)
-    .bind(row.through_seq)
-    .bind(record.recorded_at)
-    .bind(record.kind.as_str())
-    .bind(record.device.as_deref())
-    .bind(record.point.as_deref())
-    .bind(row.incident_id)
-    .bind(record.body.as_str())
-    .execute(&mut *connection)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    rows: &[CheckedRecord<'_>],
+) -> Result<Vec<bool>, StoreError> {
+    let mut first_occurrence = HashSet::with_capacity(rows.len());
+    let unique: Vec<bool> = rows
+        .iter()
+        .map(|row| first_occurrence.insert(row.seq))
+        .collect();
+    let mut inserted_seqs = HashSet::with_capacity(rows.len());
+    let candidates: Vec<&CheckedRecord<'_>> = pick(rows, &unique, true).collect();
+    for chunk in statement_chunks(&candidates, limits, scope, appliance) {
+        let mut sql = Sql::new(
+            "INSERT INTO records (tenant_id, appliance_id, seq, through_seq, recorded_at, kind, \
+             device, point, incident_id, body) VALUES ",
+        );
+        for (index, row) in chunk.iter().enumerate() {
+            let record = row.record;
+            sql.push(if index == 0 { "(" } else { ", (" })
+                .text(scope.id())
+                .push(", ")
+                .text(appliance.as_str())
+                .push(", ")
+                .int(row.seq)
+                .push(", ")
+                .int(row.through_seq)
+                .push(", ")
+                .int(record.recorded_at)
+                .push(", ")
+                .text(record.kind.as_str())
+                .push(", ")
+                .optional_text(record.device.as_deref())
+                .push(", ")
+                .optional_text(record.point.as_deref())
+                .push(", ")
+                .optional_int(row.incident_id)
+                .push(", ")
+                .text(record.body.as_str())
+                .push(")");
+        }
+        sql.push(" ON CONFLICT (appliance_id, seq) DO NOTHING RETURNING seq");
+        for returned in sql.query().fetch_all(&mut *connection).await? {
+            inserted_seqs.insert(returned.try_get::<i64, _>("seq")?);
+        }
+    }
+    Ok(rows
+        .iter()
+        .zip(unique)
+        .map(|(row, unique)| unique && inserted_seqs.contains(&row.seq))
+        .collect())
+}
+
+/// Splits records into runs that each fit one `INSERT`; a record larger than the budget
+/// goes alone.
+fn statement_chunks<'r, 'a>(
+    rows: &'r [&'r CheckedRecord<'a>],
+    limits: InsertLimits,
+    scope: &TenantScope,
+    appliance: &ApplianceId,
+) -> Vec<&'r [&'r CheckedRecord<'a>]> {
+    let fixed = RECORD_OVERHEAD_BYTES + scope.id().len() + appliance.as_str().len();
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, row) in rows.iter().enumerate() {
+        let record = row.record;
+        let size = fixed
+            + record.kind.len()
+            + record.device.as_ref().map_or(0, String::len)
+            + record.point.as_ref().map_or(0, String::len)
+            + record.body.len();
+        if index > start && (index - start == limits.rows || bytes + size > limits.bytes) {
+            chunks.push(&rows[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        chunks.push(&rows[start..]);
+    }
+    chunks
+}
+
+/// The rows whose flag is `wanted`, in order.
+fn pick<'r, 'a>(
+    rows: &'r [CheckedRecord<'a>],
+    flags: &'r [bool],
+    wanted: bool,
+) -> impl Iterator<Item = &'r CheckedRecord<'a>> {
+    rows.iter()
+        .zip(flags)
+        .filter_map(move |(row, &flag)| (flag == wanted).then_some(row))
 }
 
 /// An eviction marker whose seq is already stored (the appliance sent that record, then

@@ -249,6 +249,48 @@ impl fmt::Debug for SecretHash {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    inserts: InsertLimits,
+}
+
+/// How large one multi-row `INSERT` of ingestion may be (see `ingest.rs`): large where the
+/// connection is not TLS (SQLite, a Unix socket, `sslmode=disable`); small enough for one TLS
+/// record otherwise, because sqlx 0.9.0 does not set `TCP_NODELAY` (sqlx#4335) and a
+/// statement sent as two TLS records is two writes, the second of which Nagle's algorithm
+/// holds back until the server's delayed ACK, 40 ms later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InsertLimits {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl InsertLimits {
+    /// Without TLS: 500 records of 10 values, far below either database's limit on values.
+    pub(crate) const PLAIN: InsertLimits = InsertLimits {
+        rows: 500,
+        bytes: 4 * 1024 * 1024,
+    };
+    /// Over TLS (or when it may be TLS): one 16 KiB record, with room for the message's own
+    /// framing.
+    pub(crate) const TLS: InsertLimits = InsertLimits {
+        rows: 100,
+        bytes: 12 * 1024,
+    };
+
+    pub(crate) fn of_url(backend: Backend, url: &str) -> InsertLimits {
+        match backend {
+            Backend::Sqlite => InsertLimits::PLAIN,
+            Backend::Postgres => match sqlx::postgres::PgConnectOptions::from_str(url) {
+                Ok(options)
+                    if options.get_socket().is_some()
+                        || options.get_host().starts_with('/')
+                        || matches!(options.get_ssl_mode(), sqlx::postgres::PgSslMode::Disable) =>
+                {
+                    InsertLimits::PLAIN
+                }
+                _ => InsertLimits::TLS,
+            },
+        }
+    }
 }
 
 impl Store {
@@ -280,7 +322,11 @@ impl Store {
                 .await?;
         }
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            inserts: InsertLimits::of_url(backend, url),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -11,8 +11,8 @@ use sqlx::{Any, AssertSqlSafe};
 /// A value to bind.
 #[derive(Debug, Clone)]
 enum Arg {
-    Text(String),
-    Int(i64),
+    Text(Option<String>),
+    Int(Option<i64>),
 }
 
 /// A statement under construction.
@@ -38,12 +38,22 @@ impl Sql {
 
     /// Appends a placeholder bound to `value`.
     pub(crate) fn text(&mut self, value: &str) -> &mut Self {
-        self.args.push(Arg::Text(value.to_owned()));
-        self.placeholder()
+        self.optional_text(Some(value))
     }
 
     /// Appends a placeholder bound to `value`.
     pub(crate) fn int(&mut self, value: i64) -> &mut Self {
+        self.optional_int(Some(value))
+    }
+
+    /// Appends a placeholder bound to `value`, NULL for `None`.
+    pub(crate) fn optional_text(&mut self, value: Option<&str>) -> &mut Self {
+        self.args.push(Arg::Text(value.map(str::to_owned)));
+        self.placeholder()
+    }
+
+    /// Appends a placeholder bound to `value`, NULL for `None`.
+    pub(crate) fn optional_int(&mut self, value: Option<i64>) -> &mut Self {
         self.args.push(Arg::Int(value));
         self.placeholder()
     }
@@ -59,7 +69,7 @@ impl Sql {
         let mut query = sqlx::query(AssertSqlSafe(self.text.clone()));
         for arg in &self.args {
             query = match arg {
-                Arg::Text(value) => query.bind(value.as_str()),
+                Arg::Text(value) => query.bind(value.as_deref()),
                 Arg::Int(value) => query.bind(*value),
             };
         }

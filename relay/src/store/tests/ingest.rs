@@ -14,6 +14,7 @@ on_both_backends!(
     an_operator_acknowledgement_survives_older_and_newer_open_records,
     bad_batches_are_refused_whole,
     concurrent_batches_of_one_appliance_are_applied_one_after_the_other,
+    a_batch_larger_than_one_statement_is_stored_whole,
 );
 
 /// How many records of the fixture's appliance are stored, and their seqs in order.
@@ -119,6 +120,58 @@ async fn overlapping_redelivery_counts_only_the_new_records(store: &Store) -> an
         ),
         (9, 1, 1)
     );
+    Ok(())
+}
+
+/// A full batch of large records spans many `INSERT` statements (by count and by bytes);
+/// duplicates and incidents in every statement are still told apart record by record.
+async fn a_batch_larger_than_one_statement_is_stored_whole(store: &Store) -> anyhow::Result<()> {
+    let fixture = Fixture::new(store, "acme").await?;
+    store
+        .ingest(&fixture.appliance, &observations(200, 260))
+        .await?;
+    let mut batch: Vec<IngestRecord> = (1..=500)
+        .map(|seq| {
+            let mut record = observation(seq);
+            // Some records far over a statement's byte budget, most small.
+            let padding = if seq % 97 == 0 { 20_000 } else { 300 };
+            record.body = format!(r#"{{"seq":{seq},"pad":"{}"}}"#, "x".repeat(padding));
+            record
+        })
+        .collect();
+    batch[449] = incident_record(450, 7, IncidentState::Open);
+    batch.push(observation(3));
+    let outcome = store.ingest(&fixture.appliance, &batch).await?;
+    assert_eq!(
+        (
+            outcome.highest_contiguous_seq,
+            outcome.inserted,
+            outcome.duplicates
+        ),
+        (500, 500 - 61, 61 + 1)
+    );
+    let stored = store
+        .events(
+            &fixture.scope,
+            &EventFilter {
+                appliance: Some(fixture.appliance.clone()),
+                ..EventFilter::default()
+            },
+            &Page::first(1000),
+        )
+        .await?;
+    assert_eq!(stored.items.len(), 500);
+    let big = stored
+        .items
+        .iter()
+        .find(|record| record.seq == 194)
+        .map(|record| record.body.len());
+    assert_eq!(big, Some(20_000 + r#"{"seq":194,"pad":""}"#.len()));
+    let incident = store
+        .incident(&fixture.scope, &fixture.appliance, 7)
+        .await?
+        .map(|incident| incident.state);
+    assert_eq!(incident, Some(IncidentState::Open));
     Ok(())
 }
 
@@ -347,4 +400,34 @@ async fn an_unreachable_database_is_transient_and_a_refusal_is_not() -> anyhow::
     let closed = store.ingest(&fixture.appliance, &observations(1, 1)).await;
     assert!(closed.is_err_and(|error| error.is_transient()));
     Ok(())
+}
+
+#[test]
+fn statements_are_large_only_where_the_connection_cannot_be_tls() {
+    use crate::store::{Backend, InsertLimits};
+    let limits = |url: &str| {
+        let backend = Backend::of_url(url).unwrap_or_else(|e| panic!("{e}"));
+        InsertLimits::of_url(backend, url)
+    };
+    assert_eq!(limits("sqlite://relay.db?mode=rwc"), InsertLimits::PLAIN);
+    assert_eq!(
+        limits("postgres://relay@%2Fvar%2Frun%2Fpostgresql/relay"),
+        InsertLimits::PLAIN
+    );
+    assert_eq!(
+        limits("postgres://relay@localhost/relay?host=/var/run/postgresql"),
+        InsertLimits::PLAIN
+    );
+    assert_eq!(
+        limits("postgres://relay@127.0.0.1/relay?sslmode=disable"),
+        InsertLimits::PLAIN
+    );
+    assert_eq!(
+        limits("postgres://relay@127.0.0.1/relay"),
+        InsertLimits::TLS
+    );
+    assert_eq!(
+        limits("postgres://relay@db/relay?sslmode=verify-full"),
+        InsertLimits::TLS
+    );
 }
