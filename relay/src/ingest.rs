@@ -53,7 +53,9 @@
 //! polls and dispatches: each message goes to one of [`WORKERS`] worker tasks through a bounded
 //! queue, chosen by the appliance id, so the messages of one appliance are handled one after
 //! the other in the order they came (a status after the batch before it), while appliances on
-//! other workers go on. Every store call is bounded by [`STORE_TIMEOUT`]; one that takes longer
+//! other workers go on. Records batches of one appliance that wait one behind the other (a
+//! backlog coming in) are stored together, in one transaction, up to [`MERGE_MESSAGES`] of
+//! them and [`MAX_BATCH_RECORDS`] records. Every store call is bounded by [`STORE_TIMEOUT`]; one that takes longer
 //! is a transient failure like an unreachable database: no ack to the appliance, which sends
 //! the batch again.
 //!
@@ -125,6 +127,10 @@ pub const RECEIVE_MAXIMUM: u16 = 64;
 
 /// Worker tasks that handle messages, each the messages of its share of the appliances.
 pub const WORKERS: usize = 4;
+
+/// The most records batches of one appliance a worker stores in one transaction: ten of
+/// the appliance's 500-record batches (and never more than [`MAX_BATCH_RECORDS`] records).
+pub const MERGE_MESSAGES: usize = 10;
 
 /// Room in one worker's queue: every message the broker may have in flight.
 const WORKER_QUEUE: usize = RECEIVE_MAXIMUM as usize;
@@ -274,6 +280,13 @@ pub struct DecodedBatch {
 }
 
 impl DecodedBatch {
+    /// Appends another message's batch.
+    fn extend(&mut self, other: DecodedBatch) {
+        self.records.extend(other.records);
+        self.rejected.extend(other.rejected);
+        self.unstorable.extend(other.unstorable);
+    }
+
     fn add(&mut self, converted: Converted) {
         match converted {
             Converted::Usable(record) => self.records.push(record),
@@ -659,9 +672,35 @@ struct Job {
 }
 
 /// A worker: handles its queue's messages one after the other until the queue closes.
+/// Records batches of one appliance that wait one behind the other (a backlog being sent)
+/// are taken together, up to [`MERGE_MESSAGES`], and stored in one transaction: the
+/// per-transaction work (the appliance's row lock, the ack, the commit) is paid once.
 async fn work(handler: Arc<Handler>, client: AsyncClient, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(job) = jobs.recv().await {
-        handler.handle(&client, job).await;
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut group = vec![job];
+        while group[0].channel == Channel::UpRecords && group.len() < MERGE_MESSAGES {
+            match jobs.try_recv() {
+                Ok(job)
+                    if job.channel == Channel::UpRecords && job.appliance == group[0].appliance =>
+                {
+                    group.push(job);
+                }
+                Ok(job) => {
+                    next = Some(job);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        handler.handle(&client, group).await;
     }
 }
 
@@ -701,15 +740,24 @@ struct Handler {
 }
 
 impl Handler {
-    /// Handles one message, then acknowledges it to the broker.
-    async fn handle(&self, client: &AsyncClient, job: Job) {
-        match self.process(client, &job).await {
+    /// Handles one message, or records batches of one appliance together, then
+    /// acknowledges them to the broker.
+    async fn handle(&self, client: &AsyncClient, jobs: Vec<Job>) {
+        let Some(first) = jobs.first() else {
+            return;
+        };
+        let result = match first.channel {
+            Channel::UpRecords => self.ingest_batches(client, &first.appliance, &jobs).await,
+            _ => self.process(client, first).await,
+        };
+        match result {
             Ok(()) => {}
-            Err(Outcome::Refused(refusal)) => self.refused(&job.topic, &refusal),
+            Err(Outcome::Refused(refusal)) => self.refused(&first.topic, &refusal),
             Err(Outcome::Store(error)) => {
                 MqttCounters::add(&self.counters.store_failures, 1);
                 tracing::error!(
-                    topic = job.topic,
+                    topic = first.topic,
+                    messages = jobs.len(),
                     %error,
                     "relay could not store a message (the appliance will send it again)"
                 );
@@ -718,15 +766,18 @@ impl Handler {
                 MqttCounters::add(&self.counters.store_failures, 1);
                 MqttCounters::add(&self.counters.store_timeouts, 1);
                 tracing::error!(
-                    topic = job.topic,
+                    topic = first.topic,
+                    messages = jobs.len(),
                     timeout_ms = self.store_timeout.as_millis() as u64,
                     "the store did not answer in time (the appliance will send it again)"
                 );
             }
         }
-        // Handled, one way or the other: the broker may forget it (see the module note).
-        if let Err(error) = client.ack(&job.publish).await {
-            tracing::warn!(%error, "relay could not acknowledge to the broker");
+        // Handled, one way or the other: the broker may forget them (see the module note).
+        for job in &jobs {
+            if let Err(error) = client.ack(&job.publish).await {
+                tracing::warn!(%error, "relay could not acknowledge to the broker");
+            }
         }
     }
 
@@ -738,14 +789,15 @@ impl Handler {
     async fn process(&self, client: &AsyncClient, job: &Job) -> Result<(), Outcome> {
         let payload = &job.publish.payload;
         match job.channel {
-            Channel::UpRecords => self.ingest_batch(client, &job.appliance, payload).await,
             Channel::UpStatus => match wire::decode(payload).map_err(Refusal::from)? {
                 pb::envelope::Body::Status(status) => {
                     self.apply_status(client, &job.appliance, &status).await
                 }
                 other => Err(Refusal::Unexpected(body_name(&other)).into()),
             },
-            Channel::DownAck | Channel::DownCommands => Err(Refusal::Topic.into()),
+            Channel::UpRecords | Channel::DownAck | Channel::DownCommands => {
+                Err(Refusal::Topic.into())
+            }
         }
     }
 
@@ -760,13 +812,47 @@ impl Handler {
         }
     }
 
-    async fn ingest_batch(
+    /// Decodes an appliance's records messages and stores them, together as far as
+    /// [`MAX_BATCH_RECORDS`] allows. A message that does not decode is refused alone.
+    async fn ingest_batches(
         &self,
         client: &AsyncClient,
         appliance: &ApplianceId,
-        payload: &[u8],
+        jobs: &[Job],
     ) -> Result<(), Outcome> {
-        let decoded = decode_records(payload)?;
+        let mut merged: Option<DecodedBatch> = None;
+        for job in jobs {
+            let decoded = match decode_records(&job.publish.payload) {
+                Ok(decoded) => decoded,
+                Err(refusal) => {
+                    self.refused(&job.topic, &refusal);
+                    continue;
+                }
+            };
+            merged = Some(match merged.take() {
+                Some(held) if held.records.len() + decoded.records.len() > MAX_BATCH_RECORDS => {
+                    self.ingest_decoded(client, appliance, held).await?;
+                    decoded
+                }
+                Some(mut held) => {
+                    held.extend(decoded);
+                    held
+                }
+                None => decoded,
+            });
+        }
+        match merged {
+            Some(decoded) => self.ingest_decoded(client, appliance, decoded).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn ingest_decoded(
+        &self,
+        client: &AsyncClient,
+        appliance: &ApplianceId,
+        decoded: DecodedBatch,
+    ) -> Result<(), Outcome> {
         for left_out in &decoded.unstorable {
             MqttCounters::add(&self.counters.records_refused, 1);
             tracing::warn!(
@@ -1375,14 +1461,22 @@ mod tests {
 
         /// Handles `payload` on the appliance's `channel`, as a worker does.
         async fn handle(&self, channel: Channel, payload: Vec<u8>) {
+            self.handle_queued(channel, vec![payload]).await;
+        }
+
+        /// Handles messages a worker found queued one behind the other.
+        async fn handle_queued(&self, channel: Channel, payloads: Vec<Vec<u8>>) {
             let topic = topic(&self.appliance, channel);
-            let job = Job {
-                appliance: self.appliance.clone(),
-                channel,
-                topic: topic.clone(),
-                publish: Publish::new(topic, QoS::AtLeastOnce, payload, None),
-            };
-            self.handler.handle(&self.client, job).await;
+            let jobs = payloads
+                .into_iter()
+                .map(|payload| Job {
+                    appliance: self.appliance.clone(),
+                    channel,
+                    topic: topic.clone(),
+                    publish: Publish::new(topic.clone(), QoS::AtLeastOnce, payload, None),
+                })
+                .collect();
+            self.handler.handle(&self.client, jobs).await;
         }
 
         /// What the relay published since the last call, from the client's queue.
@@ -1456,6 +1550,42 @@ mod tests {
             .await;
         assert!(setup.published()?.is_empty());
         assert_eq!(setup.counter(|c| &c.rejected), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn queued_batches_of_one_appliance_are_stored_together() -> anyhow::Result<()> {
+        let mut setup = Setup::new(STORE_TIMEOUT).await?;
+        let records = |seqs: std::ops::RangeInclusive<u64>| {
+            batch(seqs.map(|seq| device_online(seq, "plc-1")).collect())
+        };
+        // A message that does not decode is refused alone; the others share a transaction.
+        setup
+            .handle_queued(
+                Channel::UpRecords,
+                vec![records(1..=3), b"not protobuf".to_vec(), records(4..=6)],
+            )
+            .await;
+        assert_eq!(setup.published()?, vec![ack(6)]);
+        assert_eq!(setup.counter(|c| &c.batches), 1);
+        assert_eq!(setup.counter(|c| &c.records_inserted), 6);
+        assert_eq!(setup.counter(|c| &c.rejected), 1);
+
+        // Together they would pass the limit of one transaction: stored in two.
+        let big_end = 8 + MAX_BATCH_RECORDS as u64 - 1;
+        setup
+            .handle_queued(
+                Channel::UpRecords,
+                vec![
+                    records(7..=8),
+                    records(9..=big_end),
+                    records(big_end + 1..=big_end + 1),
+                ],
+            )
+            .await;
+        assert_eq!(setup.published()?, vec![ack(8), ack(big_end + 1)]);
+        assert_eq!(setup.counter(|c| &c.batches), 3);
+        assert_eq!(setup.counter(|c| &c.records_inserted), big_end + 1);
         Ok(())
     }
 

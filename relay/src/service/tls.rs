@@ -118,7 +118,14 @@ async fn accept(
             return std::future::pending().await;
         };
         match listener.accept().await {
-            Ok((socket, peer)) => return (socket, peer, place),
+            Ok((socket, peer)) => {
+                // Live updates are small frames: without this, Nagle's algorithm and the
+                // client's delayed ACK hold one back for 40 ms.
+                if let Err(error) = socket.set_nodelay(true) {
+                    tracing::debug!(%error, "API could not set TCP_NODELAY");
+                }
+                return (socket, peer, place);
+            }
             Err(error) => {
                 // Out of file descriptors and the like: let it pass rather than spin.
                 tracing::warn!(%error, "API could not accept a connection");
