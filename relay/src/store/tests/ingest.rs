@@ -172,6 +172,15 @@ async fn a_batch_larger_than_one_statement_is_stored_whole(store: &Store) -> any
         .await?
         .map(|incident| incident.state);
     assert_eq!(incident, Some(IncidentState::Open));
+
+    // Out of order: a later statement's seqs span those an earlier one of the same batch
+    // just stored, which are not duplicates for all that.
+    let mut unordered = observations(601, 700);
+    unordered.push(observation(501));
+    unordered.push(observation(800));
+    unordered.extend(observations(502, 599));
+    let outcome = store.ingest(&fixture.appliance, &unordered).await?;
+    assert_eq!((outcome.inserted, outcome.duplicates), (200, 0));
     Ok(())
 }
 
