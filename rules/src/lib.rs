@@ -11,12 +11,14 @@
 //! - [`expr`]: the predicate language (`value > 30 && armed("lobby")`), parsed and
 //!   type-checked once at load, evaluated without allocating;
 //! - [`schedule`]: weekly schedules in a time zone, DST-safe;
-//! - [`engine`]: compiling a site, evaluating events and deadlines, the state to save.
+//! - [`engine`]: compiling a site, evaluating events and deadlines, the state to save;
+//! - [`replay`]: an engine on a replayed clock, the journal simulated (`rules test`).
 
 pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod expr;
+pub mod replay;
 pub mod schedule;
 
 pub use catalog::{Catalog, PointSpec};

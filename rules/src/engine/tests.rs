@@ -2,9 +2,7 @@
 //! one line each, compared whole. The harness plays the journal's part: it numbers events,
 //! opens an incident for each new `raise` and feeds the incident's event back.
 
-use std::collections::HashMap;
-
-use gatehouse_protocol::incident::{Evidence, Incident, IncidentChange, IncidentState};
+use gatehouse_protocol::incident::IncidentState;
 use gatehouse_protocol::{Event, EventBody, PointId, Quality, RuleId, Value, ZoneId};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -14,6 +12,7 @@ use super::{Engine, Output, Problem, Site, Snapshot};
 use crate::catalog::{Catalog, PointSpec};
 use crate::config::{Mode, RuleConfig, ScheduleConfig, ZoneConfig};
 use crate::expr::Type;
+use crate::replay::{Outcome, Replay};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,31 +115,39 @@ fn t0() -> Timestamp {
     id("2026-11-26T10:00:00Z")
 }
 
-/// A script on a fake clock; `log` holds the outputs, one line each, `+seconds` from t0.
+/// A script on a fake clock, through a [`Replay`]; `log` holds the outputs, one line each,
+/// `+seconds` from t0.
 struct Run {
-    engine: Engine,
-    now: Timestamp,
-    seq: u64,
-    incidents: HashMap<u64, Incident>,
+    replay: Replay,
     log: Vec<String>,
 }
 
 impl Run {
     fn new(engine: Engine) -> Run {
-        Run::started(engine, None, t0())
+        Run::started(engine, &[], None, t0())
     }
 
-    fn started(mut engine: Engine, snapshot: Option<&Snapshot>, now: Timestamp) -> Run {
-        let outputs = engine.start(&[], snapshot, now);
+    fn started(
+        engine: Engine,
+        latest: &[Event],
+        snapshot: Option<&Snapshot>,
+        now: Timestamp,
+    ) -> Run {
+        let (replay, outcomes) = Replay::start(engine, latest, snapshot, now);
         let mut run = Run {
-            engine,
-            now,
-            seq: 0,
-            incidents: HashMap::new(),
+            replay,
             log: Vec::new(),
         };
-        run.record(outputs);
+        run.record(outcomes);
         run
+    }
+
+    fn engine(&self) -> &Engine {
+        self.replay.engine()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.replay.now()
     }
 
     fn at(&self, seconds: f64) -> Timestamp {
@@ -151,26 +158,14 @@ impl Run {
     /// Runs the timers due by `seconds`, each at its own time, as the agent's timer loop
     /// does.
     fn wait(&mut self, seconds: f64) -> &mut Self {
-        let until = self.at(seconds);
-        while let Some(next) = self.engine.next_deadline().filter(|next| *next <= until) {
-            self.now = next;
-            let outputs = self.engine.advance(next);
-            self.record(outputs);
-        }
-        self.now = until;
+        let outcomes = self.replay.advance(self.at(seconds));
+        self.record(outcomes);
         self
     }
 
     fn event(&mut self, seconds: f64, body: EventBody) -> &mut Self {
-        self.wait(seconds);
-        self.seq += 1;
-        let event = Event {
-            seq: self.seq,
-            recorded_at: self.now,
-            body,
-        };
-        let outputs = self.engine.on_event(&event);
-        self.record(outputs);
+        let outcomes = self.replay.event(body, self.at(seconds));
+        self.record(outcomes);
         self
     }
 
@@ -205,76 +200,33 @@ impl Run {
     }
 
     fn set_mode(&mut self, seconds: f64, zone: &str, mode: Mode) -> &mut Self {
-        self.now = self.at(seconds);
+        self.wait(seconds);
+        let now = self.now();
         let outputs = self
-            .engine
-            .set_mode(&id(zone), mode, "guard", self.now)
+            .replay
+            .engine_mut()
+            .set_mode(&id(zone), mode, "guard", now)
             .unwrap_or_else(|e| panic!("{e}"));
-        self.record(outputs);
+        let outcomes = self.replay.apply(outputs);
+        self.record(outcomes);
         self
     }
 
     /// An operator steps incident `number`.
     fn step(&mut self, seconds: f64, number: u64, state: IncidentState) -> &mut Self {
-        let mut incident = self
-            .incidents
-            .get(&number)
-            .cloned()
-            .unwrap_or_else(|| panic!("no incident #{number}"));
-        incident.state = state;
-        let change = match state {
-            IncidentState::Acknowledged => IncidentChange::Acknowledged,
-            IncidentState::Resolved => IncidentChange::Resolved,
-            IncidentState::Open => IncidentChange::Opened,
-        };
-        self.incidents.insert(number, incident.clone());
-        self.event(
-            seconds,
-            EventBody::Incident {
-                change,
-                incident: Box::new(incident),
-            },
-        )
+        assert!(
+            self.replay.incidents().contains_key(&number),
+            "no incident #{number}"
+        );
+        let outcomes = self.replay.step_incident(number, state, self.at(seconds));
+        self.record(outcomes);
+        self
     }
 
-    fn record(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
-            let line = self.line(&output);
+    fn record(&mut self, outcomes: Vec<Outcome>) {
+        for outcome in outcomes {
+            let line = self.line(&outcome);
             self.log.push(line);
-            if let Output::Raise(raise) = output
-                && raise.attach_to.is_none()
-            {
-                let number = self.incidents.len() as u64 + 1;
-                let incident = Incident {
-                    id: number,
-                    rule: raise.rule,
-                    title: raise.title,
-                    severity: raise.severity,
-                    zone: raise.zone,
-                    state: IncidentState::Open,
-                    opened_at: self.now,
-                    evidence: vec![Evidence {
-                        seq: raise.evidence.seq,
-                        point: raise.evidence.point,
-                        value: raise.evidence.value,
-                        at: raise.evidence.at,
-                    }],
-                    acknowledged: None,
-                    resolved: None,
-                };
-                self.incidents.insert(number, incident.clone());
-                self.seq += 1;
-                let event = Event {
-                    seq: self.seq,
-                    recorded_at: self.now,
-                    body: EventBody::Incident {
-                        change: IncidentChange::Opened,
-                        incident: Box::new(incident),
-                    },
-                };
-                let more = self.engine.on_event(&event);
-                self.record(more);
-            }
         }
     }
 
@@ -283,15 +235,17 @@ impl Run {
         format!("+{seconds}s")
     }
 
-    fn line(&self, output: &Output) -> String {
-        let now = self.offset(self.now);
-        match output {
+    fn line(&self, outcome: &Outcome) -> String {
+        let now = self.offset(outcome.at);
+        match &outcome.output {
             Output::Raise(raise) => format!(
-                "{now} {} {} {} {:?} zone={} point={} seq={}",
-                match raise.attach_to {
-                    Some(number) => format!("attach #{number}"),
-                    None => format!("open #{}", self.incidents.len() + 1),
+                "{now} {} #{} {} {} {:?} zone={} point={} seq={}",
+                if raise.attach_to.is_some() {
+                    "attach"
+                } else {
+                    "open"
                 },
+                outcome.incident.unwrap_or_default(),
                 raise.rule,
                 raise.severity.as_str(),
                 raise.title,
@@ -425,7 +379,8 @@ fn a_disarmed_zone_and_a_mode_not_listed_raise_nothing() {
 #[test]
 fn a_bypassed_sensor_is_ignored_until_the_zone_is_disarmed() {
     let mut run = Run::new(engine(INTRUSION));
-    run.engine
+    run.replay
+        .engine_mut()
         .bypass(&id("lobby.door"), true)
         .unwrap_or_else(|e| panic!("{e}"));
     run.set_mode(0.0, "lobby", Mode::ArmedAway)
@@ -438,9 +393,9 @@ fn a_bypassed_sensor_is_ignored_until_the_zone_is_disarmed() {
         "+51s open #1 motion high \"Motion in lobby\" zone=lobby point=lobby.motion seq=2"
     );
     assert_eq!(log.len(), 3, "{log:#?}");
-    assert_eq!(run.engine.bypassed(), [id::<PointId>("lobby.door")]);
+    assert_eq!(run.engine().bypassed(), [id::<PointId>("lobby.door")]);
     run.set_mode(60.0, "lobby", Mode::Disarmed);
-    assert!(run.engine.bypassed().is_empty());
+    assert!(run.engine().bypassed().is_empty());
 }
 
 #[test]
@@ -497,7 +452,7 @@ fn door_held_open_longer_than_allowed() {
             "+130s open #1 door-held medium \"Door held open: lobby.door\" zone=lobby point=lobby.door seq=3"
         ]
     );
-    assert_eq!(run.engine.next_deadline(), None);
+    assert_eq!(run.engine().next_deadline(), None);
 }
 
 #[test]
@@ -687,7 +642,7 @@ fn unacknowledged_incidents_escalate_until_acknowledged() {
         .step(400.0, 2, IncidentState::Acknowledged)
         .wait(10_000.0);
     assert_eq!(run.take().len(), 1, "only the raise of #2");
-    assert_eq!(run.engine.next_deadline(), None);
+    assert_eq!(run.engine().next_deadline(), None);
 }
 
 const FIRE: &str = r#"
@@ -706,7 +661,10 @@ then = [{ command = { point = "lobby.lock", value = true } }]
 fn fire_releases_egress_doors_and_nothing_locks_them_while_active() {
     let mut run = Run::new(engine(FIRE));
     let lock = id::<PointId>("lobby.lock");
-    assert_eq!(run.engine.check_command(&lock, &Value::Bool(true)), Ok(()));
+    assert_eq!(
+        run.engine().check_command(&lock, &Value::Bool(true)),
+        Ok(())
+    );
     run.observe(0.0, "fire.alarm", Value::Bool(true));
     assert_eq!(
         run.take(),
@@ -716,8 +674,15 @@ fn fire_releases_egress_doors_and_nothing_locks_them_while_active() {
             "+0s open #1 fire critical \"Fire alarm\" zone=- point=fire.alarm seq=1",
         ]
     );
-    assert!(run.engine.check_command(&lock, &Value::Bool(true)).is_err());
-    assert_eq!(run.engine.check_command(&lock, &Value::Bool(false)), Ok(()));
+    assert!(
+        run.engine()
+            .check_command(&lock, &Value::Bool(true))
+            .is_err()
+    );
+    assert_eq!(
+        run.engine().check_command(&lock, &Value::Bool(false)),
+        Ok(())
+    );
     // A rule's lock command is refused too.
     run.observe(5.0, "lobby.light", Value::Bool(false));
     assert_eq!(run.take(), ["+5s refused lobby.lock=true"]);
@@ -729,14 +694,17 @@ fn fire_releases_egress_doors_and_nothing_locks_them_while_active() {
         run.take(),
         ["+60s interlock off", "+62s command lobby.lock=true"]
     );
-    assert_eq!(run.engine.check_command(&lock, &Value::Bool(true)), Ok(()));
+    assert_eq!(
+        run.engine().check_command(&lock, &Value::Bool(true)),
+        Ok(())
+    );
 }
 
 #[test]
 fn the_interlock_is_restored_after_a_restart_during_a_fire() {
     let mut run = Run::new(engine(FIRE));
     run.observe(0.0, "fire.alarm", Value::Bool(true));
-    let snapshot = run.engine.snapshot(run.now);
+    let snapshot = run.engine().snapshot(run.now());
     // Restarted with the fire panel's last value from the journal.
     let latest = [Event {
         seq: 1,
@@ -825,7 +793,7 @@ fn a_restart_mid_timer_keeps_entry_delays_modes_and_holds() {
     run.set_mode(0.0, "lobby", Mode::ArmedAway)
         .wait(45.0)
         .observe(100.0, "lobby.door", Value::Bool(true));
-    let snapshot = run.engine.snapshot(run.now);
+    let snapshot = run.engine().snapshot(run.now());
     // Through JSON, as the agent saves it.
     let json = serde_json::to_string(&snapshot).unwrap_or_else(|e| panic!("{e}"));
     let snapshot: Snapshot = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
@@ -842,20 +810,13 @@ fn a_restart_mid_timer_keeps_entry_delays_modes_and_holds() {
         },
     }];
     // Down from +100 s to +110 s.
-    let mut restarted = engine(&rules);
-    let outputs = restarted.start(&latest, Some(&snapshot), run.at(110.0));
-    assert!(outputs.is_empty(), "{outputs:?}");
+    let restart = run.at(110.0);
+    let mut run = Run::started(engine(&rules), &latest, Some(&snapshot), restart);
+    assert!(run.take().is_empty());
     assert_eq!(
-        restarted.zone_mode(&id("lobby")),
+        run.engine().zone_mode(&id("lobby")),
         Some((Mode::ArmedAway, run.at(45.0)))
     );
-    let mut run = Run {
-        engine: restarted,
-        now: run.at(110.0),
-        seq: 10,
-        incidents: HashMap::new(),
-        log: Vec::new(),
-    };
     run.wait(130.0);
     assert_eq!(
         run.take(),
@@ -872,7 +833,7 @@ fn a_restart_after_the_entry_delay_ran_out_raises_at_once() {
     run.set_mode(0.0, "lobby", Mode::ArmedAway)
         .wait(45.0)
         .observe(100.0, "lobby.door", Value::Bool(true));
-    let snapshot = run.engine.snapshot(run.now);
+    let snapshot = run.engine().snapshot(run.now());
     let mut restarted = engine(INTRUSION);
     let outputs = restarted.start(&[], Some(&snapshot), run.at(500.0));
     assert!(
@@ -898,12 +859,12 @@ when.event = { point = "temp", value = "value > 30.0" }
 then = [{ raise = { severity = "low", title = "Hot: {value}" } }]
 "#
     ));
-    let (reloaded, outputs) = run.engine.reload(next, run.at(20.0));
-    assert!(outputs.is_empty(), "{outputs:?}");
-    run.engine = reloaded;
-    assert_eq!(run.engine.rule_count(), 3);
+    let at = run.at(20.0);
+    let outcomes = run.replay.reload(next, at);
+    assert!(outcomes.is_empty(), "{outcomes:?}");
+    assert_eq!(run.engine().rule_count(), 3);
     assert_eq!(
-        run.engine.zone_mode(&id("office")).map(|(mode, _)| mode),
+        run.engine().zone_mode(&id("office")).map(|(mode, _)| mode),
         Some(Mode::ArmedStay)
     );
     run.wait(40.0)
@@ -926,8 +887,8 @@ then = [{ raise = { severity = "low", title = "Hot: {value}" } }]
 fn a_reload_drops_the_state_of_removed_rules() {
     let mut run = Run::new(engine(HELD));
     run.observe(0.0, "lobby.door", Value::Bool(true));
-    assert!(run.engine.next_deadline().is_some());
-    let (reloaded, outputs) = run.engine.reload(engine(INTRUSION), run.at(1.0));
+    assert!(run.engine().next_deadline().is_some());
+    let (reloaded, outputs) = run.engine().reload(engine(INTRUSION), run.at(1.0));
     assert!(outputs.is_empty());
     assert_eq!(reloaded.next_deadline(), None);
 }
@@ -1114,7 +1075,8 @@ fn incident_evidence_names_the_rule_and_seq() {
     let mut run = Run::new(engine(ESCALATING));
     run.observe(0.0, "lobby.tamper", Value::Bool(true));
     let incident = run
-        .incidents
+        .replay
+        .incidents()
         .get(&1)
         .cloned()
         .unwrap_or_else(|| panic!("no #1"));
@@ -1124,5 +1086,38 @@ fn incident_evidence_names_the_rule_and_seq() {
     assert_eq!(
         incident.evidence[0].point,
         Some(id::<PointId>("lobby.tamper"))
+    );
+}
+
+#[test]
+fn a_replay_skips_recorded_incident_events_and_makes_its_own() {
+    let mut run = Run::new(engine(ESCALATING));
+    let recorded = gatehouse_protocol::incident::Incident {
+        id: 99,
+        rule: id("tamper"),
+        title: "Tamper".to_owned(),
+        severity: gatehouse_protocol::Severity::High,
+        zone: Some(id("lobby")),
+        state: IncidentState::Open,
+        opened_at: t0(),
+        evidence: Vec::new(),
+        acknowledged: None,
+        resolved: None,
+    };
+    run.event(
+        0.0,
+        EventBody::Incident {
+            change: gatehouse_protocol::incident::IncidentChange::Opened,
+            incident: Box::new(recorded),
+        },
+    )
+    .observe(1.0, "lobby.tamper", Value::Bool(true))
+    .wait(200.0);
+    assert_eq!(
+        run.take(),
+        [
+            "+1s open #1 tamper high \"Tamper\" zone=lobby point=lobby.tamper seq=1",
+            "+121s escalate #1 step 0 critical",
+        ]
     );
 }
