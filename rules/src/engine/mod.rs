@@ -205,7 +205,8 @@ struct ZoneState {
 
 #[derive(Debug, Default)]
 struct RuleState {
-    /// Per local: whether the predicate held at the last good value.
+    /// Per local: whether the predicate held at the last good value; for a silence, that it
+    /// was raised and waits for its subject to report again.
     active: Vec<bool>,
     /// Per local: the pending held or silent timer.
     due: Vec<Option<TimerKey>>,

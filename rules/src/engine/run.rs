@@ -564,7 +564,9 @@ impl Engine {
                 self.fire(rule, hit, at, out);
             }
             Timer::Silent { rule, local } => {
+                // Raised: quiet until the subject reports again (`active` marks that).
                 self.state.rules[rule as usize].due[local as usize] = None;
+                self.state.rules[rule as usize].active[local as usize] = true;
                 let compiled = &program.rules[rule as usize];
                 let subject = compiled.locals[local as usize];
                 let per_device = compiled.trigger.per_device();
@@ -866,7 +868,8 @@ impl Engine {
                 continue;
             };
             for local in 0..rule.locals.len() {
-                if self.state.rules[rule_slot].due[local].is_none() {
+                let state = &self.state.rules[rule_slot];
+                if state.due[local].is_none() && !state.active[local] {
                     let at = now.saturating_add(duration).unwrap_or(Timestamp::MAX);
                     let key = self.state.add_timer(
                         at,
@@ -904,6 +907,7 @@ impl Engine {
             };
             let old = self.state.rules[hook.rule as usize].due[hook.local as usize].take();
             self.state.cancel(old);
+            self.state.rules[hook.rule as usize].active[hook.local as usize] = false;
             let at = now.saturating_add(duration).unwrap_or(Timestamp::MAX);
             let key = self.state.add_timer(
                 at,

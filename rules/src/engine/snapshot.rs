@@ -9,6 +9,7 @@ use gatehouse_protocol::{DeviceId, PointId, RuleId, Value, ZoneId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::compile::CompiledTrigger;
 use super::{Engine, Hit, SlotHit, Timer, TrackedIncident, ZoneState};
 use crate::config::Mode;
 
@@ -56,7 +57,8 @@ pub struct SavedSilence {
     pub rule: RuleId,
     /// The point, or the device of a per-device silence.
     pub subject: String,
-    pub due: Timestamp,
+    /// When it is raised; `None`: raised already, quiet until the subject reports again.
+    pub due: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,7 +173,7 @@ impl Engine {
                     snapshot.silent.push(SavedSilence {
                         rule: compiled.id.clone(),
                         subject,
-                        due: *due,
+                        due: Some(*due),
                     });
                 }
                 // Recomputed at start: exit ends from the zones, escalations from the
@@ -180,6 +182,26 @@ impl Engine {
             }
         }
         for (rule, saved) in program.rules.iter().zip(&state.rules) {
+            if matches!(rule.trigger, CompiledTrigger::Silent { .. }) {
+                let raised = saved
+                    .active
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, raised)| **raised);
+                for (local, _) in raised {
+                    let subject = rule.locals[local] as usize;
+                    let subject = if rule.trigger.per_device() {
+                        program.devices[subject].to_string()
+                    } else {
+                        program.points[subject].id.to_string()
+                    };
+                    snapshot.silent.push(SavedSilence {
+                        rule: rule.id.clone(),
+                        subject,
+                        due: None,
+                    });
+                }
+            }
             if saved.progress.iter().any(Option::is_some) {
                 snapshot.sequences.push(SavedSequence {
                     rule: rule.id.clone(),
@@ -253,10 +275,13 @@ impl Engine {
             let Some((rule, local)) = self.local_of(&silence.rule, &silence.subject, device) else {
                 continue;
             };
-            let key = self
-                .state
-                .add_timer(silence.due, Timer::Silent { rule, local });
-            self.state.rules[rule as usize].due[local as usize] = Some(key);
+            match silence.due {
+                Some(due) => {
+                    let key = self.state.add_timer(due, Timer::Silent { rule, local });
+                    self.state.rules[rule as usize].due[local as usize] = Some(key);
+                }
+                None => self.state.rules[rule as usize].active[local as usize] = true,
+            }
         }
         for sequence in &snapshot.sequences {
             if let Some(&rule) = program.rule_slots.get(&sequence.rule) {
