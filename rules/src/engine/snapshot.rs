@@ -162,26 +162,17 @@ impl Engine {
                         hit: self.hit(hit).into(),
                     });
                 }
-                Timer::Silent { rule, local } => {
-                    let compiled = &program.rules[*rule as usize];
-                    let subject = compiled.locals[*local as usize] as usize;
-                    let subject = if compiled.trigger.per_device() {
-                        program.devices[subject].to_string()
-                    } else {
-                        program.points[subject].id.to_string()
-                    };
-                    snapshot.silent.push(SavedSilence {
-                        rule: compiled.id.clone(),
-                        subject,
-                        due: Some(*due),
-                    });
-                }
+                Timer::Silent { rule, local } => snapshot.silent.push(SavedSilence {
+                    rule: program.rules[*rule as usize].id.clone(),
+                    subject: self.silence_subject(*rule, *local),
+                    due: Some(*due),
+                }),
                 // Recomputed at start: exit ends from the zones, escalations from the
                 // incidents, schedule boundaries from the schedules.
                 Timer::Exit { .. } | Timer::Escalate { .. } | Timer::Schedule { .. } => {}
             }
         }
-        for (rule, saved) in program.rules.iter().zip(&state.rules) {
+        for (slot, (rule, saved)) in program.rules.iter().zip(&state.rules).enumerate() {
             if matches!(rule.trigger, CompiledTrigger::Silent { .. }) {
                 let raised = saved
                     .active
@@ -189,15 +180,9 @@ impl Engine {
                     .enumerate()
                     .filter(|(_, raised)| **raised);
                 for (local, _) in raised {
-                    let subject = rule.locals[local] as usize;
-                    let subject = if rule.trigger.per_device() {
-                        program.devices[subject].to_string()
-                    } else {
-                        program.points[subject].id.to_string()
-                    };
                     snapshot.silent.push(SavedSilence {
                         rule: rule.id.clone(),
-                        subject,
+                        subject: self.silence_subject(slot as u32, local as u32),
                         due: None,
                     });
                 }
@@ -323,6 +308,18 @@ impl Engine {
             .iter()
             .filter_map(|(id, active)| program.schedule_slots.get(id).map(|&slot| (slot, *active)))
             .collect()
+    }
+
+    /// The name of a silence's subject: its point, or its device.
+    fn silence_subject(&self, rule: u32, local: u32) -> String {
+        let program = &self.program;
+        let compiled = &program.rules[rule as usize];
+        let subject = compiled.locals[local as usize] as usize;
+        if compiled.trigger.per_device() {
+            program.devices[subject].to_string()
+        } else {
+            program.points[subject].id.to_string()
+        }
     }
 
     /// The (rule, local) of a rule's subject named `subject` (a point, or a device).

@@ -1241,22 +1241,18 @@ proptest::proptest! {
         let restart = restart % script.len();
         let uninterrupted: Vec<String> = play(&script, gap, None);
         let reloaded = play(&script, gap, Some(restart));
-        // The uninterrupted log, from the step after the reload.
+        // Both logs from the step after the reload on.
         let cut = ((restart + 1) as f64 + 1.0) * gap;
-        let after: Vec<String> = uninterrupted
-            .into_iter()
-            .filter(|line| {
-                let seconds: f64 = line[1..line.find('s').unwrap_or(1)].parse().unwrap_or(0.0);
-                seconds >= cut
-            })
-            .collect();
-        let reloaded_after: Vec<String> = reloaded
-            .into_iter()
-            .filter(|line| {
-                let seconds: f64 = line[1..line.find('s').unwrap_or(1)].parse().unwrap_or(0.0);
-                seconds >= cut
-            })
-            .collect();
+        let after = |log: Vec<String>| -> Vec<String> {
+            log.into_iter()
+                .filter(|line| {
+                    let seconds: f64 =
+                        line[1..line.find('s').unwrap_or(1)].parse().unwrap_or(0.0);
+                    seconds >= cut
+                })
+                .collect()
+        };
+        let (after, reloaded_after) = (after(uninterrupted), after(reloaded));
         proptest::prop_assert_eq!(after, reloaded_after);
     }
 }
