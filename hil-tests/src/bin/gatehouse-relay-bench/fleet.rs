@@ -566,7 +566,14 @@ async fn simulate(
                 }
                 None => break,
             },
-            _ = production.tick(), if !fleet.producing.is_cancelled() => appliance.produce(&fleet),
+            // Checked again when the tick comes: the select may have been entered before
+            // production stopped, and an event made after the settle loop saw every event
+            // acked would never be sent (the "one event unacknowledged" of earlier runs).
+            _ = production.tick(), if !fleet.producing.is_cancelled() => {
+                if !fleet.producing.is_cancelled() {
+                    appliance.produce(&fleet);
+                }
+            }
             // Nothing to do but the checks after the select: resend, or send what a full
             // request queue held back.
             _ = check.tick() => {}
