@@ -61,26 +61,6 @@ impl Mode {
     }
 }
 
-impl std::str::FromStr for Mode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        [
-            Mode::Disarmed,
-            Mode::ArmedAway,
-            Mode::ArmedStay,
-            Mode::ArmedNight,
-        ]
-        .into_iter()
-        .find(|mode| mode.as_str() == text)
-        .ok_or_else(|| {
-            format!(
-                "unknown mode `{text}`: expected disarmed, armed_away, armed_stay or armed_night"
-            )
-        })
-    }
-}
-
 /// A zone: an area armed and disarmed as one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -292,8 +292,8 @@ impl Engine {
         out
     }
 
-    /// Compiles nothing: moves this engine's state onto `next` (a newly compiled site) at
-    /// `now`. What no longer exists (a removed rule's timers, a removed zone's mode) is
+    /// Moves this engine's state onto `next` (the site compiled again from a changed config)
+    /// at `now`. What no longer exists (a removed rule's timers, a removed zone's mode) is
     /// dropped.
     pub fn reload(&self, mut next: Engine, now: Timestamp) -> (Engine, Vec<Output>) {
         let latest = self.current_values();
