@@ -137,16 +137,17 @@ pids+=($!)
 api=http://127.0.0.1:8080/api/v1
 wait_healthy agent "$api/health" "$data/agent.log" "${pids[-1]}"
 
-echo "demo: waiting for the first incident to reach the relay (the door opens every 20 s)" >&2
+echo "demo: waiting for the first incident to reach the relay (the door opens every 20 s; the" \
+     "lobby's entry delay holds the alarm 30 s for someone to disarm)" >&2
 incident=""
-for _ in $(seq 60); do
+for _ in $(seq 90); do
     incident=$(curl -fsS -H "Authorization: Bearer $token_hq" "$relay/incidents?limit=1" |
         sed -n 's/.*"title":"\([^"]*\)".*/\1/p')
     [ -n "$incident" ] && break
     sleep 1
 done
 if [ -z "$incident" ]; then
-    echo "demo: no incident reached the relay in 60 s; logs in $data/" >&2
+    echo "demo: no incident reached the relay in 90 s; logs in $data/" >&2
     exit 1
 fi
 
@@ -166,14 +167,20 @@ cat <<TEXT
     curl -H "Authorization: Bearer $token_hq" -X POST $relay/incidents/$appliance/1/ack
       (the acknowledgement reaches the appliance: see it in the site's incidents)
 
-  The simulated lobby door opens every 20 s while the lobby is armed, which raises an incident.
+  The simulated lobby door opens every 20 s while the lobby is armed: after the 30 s entry
+  delay that is an intrusion incident (docs/rules.md explains the rules in site.toml).
   Try:
     curl -H "Authorization: Bearer $token_guard" $api/points
+    curl -H "Authorization: Bearer $token_guard" $api/zones
     curl -H "Authorization: Bearer $token_guard" "$api/incidents?state=open"
     curl -H "Authorization: Bearer $token_guard" -X POST -H 'content-type: application/json' \\
          -d '{"comment":"on my way"}' $api/incidents/1/ack
+    curl -H "Authorization: Bearer $token_guard" -X PUT -H 'content-type: application/json' \\
+         -d '{"mode":"disarmed"}' $api/zones/lobby/mode
     curl -H "Authorization: Bearer $token_admin" -X POST -H 'content-type: application/json' \\
-         -d '{"point":"lobby.door.unlock","value":true}' $api/devices/lobby-io/commands
+         -d '{"point":"lobby.door.lock","value":false}' $api/devices/lobby-io/commands
+    curl -H "Authorization: Bearer $token_guard" "$api/events/export" > recorded.jsonl
+    $bin/gatehouse-edge rules test --config $data/site.toml --events recorded.jsonl
 
   Logs: $data/agent.log, relay.log, mosquitto.log, simulator.log.   Ctrl-C stops the demo.
 

@@ -3,7 +3,8 @@
 # Rust itself (cargo, rustc 1.95+) must already be installed (rustup).
 set -euo pipefail
 
-packages=(build-essential pkg-config python3 python3-venv ca-certificates curl protobuf-compiler mosquitto mosquitto-clients)
+# tzdata: schedules run in the site's IANA time zone (site.timezone).
+packages=(build-essential pkg-config python3 python3-venv ca-certificates curl protobuf-compiler mosquitto mosquitto-clients tzdata)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

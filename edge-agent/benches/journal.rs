@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use gatehouse_edge::config::Config;
+use gatehouse_edge::journal::rules::RuleDriver;
 use gatehouse_edge::journal::{self, Writer, WriterSettings};
 use gatehouse_edge::live::Live;
 use gatehouse_edge::metrics::Metrics;
-use gatehouse_edge::rules::Rules;
 use gatehouse_protocol::{DeviceId, EventBody, PointId, Quality, Value, ZoneId};
 use jiff::Timestamp;
 use rusqlite::params;
@@ -63,7 +63,7 @@ listen = "127.0.0.1:0"
 [[zones]]
 id = "lobby"
 name = "Lobby"
-armed = true
+mode = "armed_away"
 "#,
     );
     for device in 0..100 {
@@ -79,8 +79,9 @@ armed = true
     }
     for device in 0..100 {
         source.push_str(&format!(
-            "[[rules]]\nid = \"dev-{device:03}-high\"\ntitle = \"High\"\nseverity = \"low\"\n\
-             point = \"dev-{device:03}.reg-00\"\nwhen = {{ above = 1000000.0 }}\n"
+            "[[rules]]\nid = \"dev-{device:03}-high\"\n\
+             when.event = {{ point = \"dev-{device:03}.reg-00\", value = \"value > 1000000\" }}\n\
+             then = [{{ raise = {{ severity = \"low\", title = \"High\" }} }}]\n"
         ));
     }
     Config::parse(&source).unwrap_or_else(|problems| panic!("bench config: {problems:?}"))
@@ -125,11 +126,15 @@ fn writer_run(
     let connection = journal::open_for_writing(&folder.path().join("journal.db"), synchronous_full)
         .unwrap_or_else(|e| panic!("{e}"));
     let live = Arc::new(Live::default());
+    let metrics = Arc::new(Metrics::default());
+    let engine = config.engine().unwrap_or_else(|p| panic!("{p:?}"));
+    // Nothing here reads the rules' commands or deadlines: none fire.
+    let (links, _outlets) = journal::rules::links();
     let writer = Writer::new(
         connection,
-        Rules::from_config(config),
+        RuleDriver::new(engine, links, live.clone(), metrics.clone()),
         live.clone(),
-        Arc::new(Metrics::default()),
+        metrics,
         WriterSettings {
             batch_max_events: BATCH_MAX_EVENTS,
             max_age: None,

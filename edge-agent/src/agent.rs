@@ -15,10 +15,11 @@ use crate::adapters::modbus::ModbusDevice;
 use crate::adapters::{self, Adapter};
 use crate::api::{self, ApiState, Catalog, auth::Users};
 use crate::config::{Config, Synchronous};
+use crate::journal::rules::RuleDriver;
 use crate::journal::{self, JournalError, Reader, Writer, WriterSettings, query};
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::rules::Rules;
+use crate::rules;
 use crate::uplink::session::{Uplink, UplinkError};
 
 /// Why the agent could not start or stopped with an error.
@@ -42,6 +43,8 @@ pub enum AgentError {
     Uplink(#[from] UplinkError),
     #[error("the journal writer stopped unexpectedly (see the log); the agent cannot record")]
     WriterStopped,
+    #[error("the rules do not compile: {0}")]
+    Rules(String),
 }
 
 /// How long shutdown waits for adapters, and then for the journal writer, to finish.
@@ -91,13 +94,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::info!(appliance = %uplink.appliance_id, ?binding, "outbox bound");
     }
     let reader = Reader::new(path.clone());
-    let mut rules = Rules::from_config(&config);
-    let watched = rules.points();
-    let (latest, latest_good, last_seq) = reader
+    let (latest, last_seq) = reader
         .run_blocking(|connection| {
             Ok((
                 query::latest_states(connection)?,
-                query::latest_good_observations(connection, &watched)?,
                 query::last_seq(connection)?,
             ))
         })
@@ -106,8 +106,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         live.apply(event);
     }
     live.set_last_seq(last_seq);
-    rules.prime(&latest_good);
     tracing::info!(path = %path.display(), last_seq, "journal open");
+    let engine = config.engine().map_err(|problems| {
+        AgentError::Rules(
+            problems
+                .into_iter()
+                .map(|problem| problem.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let (links, outlets) = journal::rules::links();
+    let rules = RuleDriver::new(engine, links, live.clone(), metrics.clone());
 
     let settings = WriterSettings {
         batch_max_events: config.journal.batch_max_events,
@@ -129,6 +139,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map(|device| Arc::new(ModbusDevice::new(device.clone())) as Arc<dyn Adapter>)
         .collect();
     let commands = adapters::start(devices, &journal, &live, &metrics, &shutdown, &mut tasks);
+    let command_timeout = Duration::from_millis(config.api.command_timeout_ms);
+    tasks.spawn(rules::dispatch(
+        outlets.commands,
+        commands.clone(),
+        journal.clone(),
+        command_timeout,
+        shutdown.clone(),
+    ));
+    tasks.spawn(rules::wake(
+        outlets.deadline,
+        journal.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(file) = config.file() {
+        tasks.spawn(rules::watch_config(
+            file.to_owned(),
+            config.clone(),
+            journal.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(retention(journal.clone(), shutdown.clone()));
     if let Some(uplink) = &config.uplink {
         let uplink = Uplink::new(
@@ -156,7 +188,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         journal,
         commands,
         metrics,
-        command_timeout: Duration::from_millis(config.api.command_timeout_ms),
+        command_timeout,
         shutdown: shutdown.clone(),
         stream_slots: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAM_CLIENTS)),
     });

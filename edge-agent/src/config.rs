@@ -9,13 +9,16 @@
 //! The schema lives beside its owner: adapters keep theirs in `adapters/<protocol>/config.rs`,
 //! this module assembles them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use gatehouse_protocol::{DeviceId, PointId, RuleId, Severity, SiteId, ZoneId};
+use gatehouse_protocol::{SiteId, ZoneId};
+use gatehouse_rules::config::{RuleConfig, ScheduleConfig, ZoneConfig};
+use gatehouse_rules::{Catalog, Engine, Site};
+use jiff::tz::TimeZone;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -31,8 +34,11 @@ pub struct Config {
     #[serde(default)]
     pub journal: JournalConfig,
     pub api: ApiConfig,
+    /// Zones, schedules and rules: see docs/rules.md.
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
     #[serde(default)]
     pub modbus: ModbusConfig,
     #[serde(default)]
@@ -40,6 +46,12 @@ pub struct Config {
     /// Present when the appliance reports to a relay.
     #[serde(default)]
     pub uplink: Option<UplinkConfig>,
+    /// The text the config was parsed from: the rules' spans point into it.
+    #[serde(skip)]
+    source: String,
+    /// The file it was loaded from, if any.
+    #[serde(skip)]
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +59,10 @@ pub struct Config {
 pub struct SiteConfig {
     pub id: SiteId,
     pub name: String,
+    /// The IANA time zone of the site (`Europe/Berlin`), in which schedules run; UTC when
+    /// absent.
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
 }
 
 /// How the journal stores events.
@@ -134,72 +150,8 @@ pub struct UserConfig {
     pub token_sha256: Spanned<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneConfig {
-    pub id: Spanned<ZoneId>,
-    pub name: String,
-    /// Whether the zone starts armed.
-    #[serde(default)]
-    pub armed: bool,
-}
-
-/// A minimal incident rule: a condition on one point, optionally only while its zone is armed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    pub id: Spanned<RuleId>,
-    pub title: String,
-    pub severity: Severity,
-    pub point: Spanned<PointId>,
-    pub when: Spanned<Condition>,
-    /// The zone whose arming matters; defaults to the point's zone.
-    #[serde(default)]
-    pub zone: Option<Spanned<ZoneId>>,
-    /// Fire only while the zone is armed.
-    #[serde(default)]
-    pub armed_only: bool,
-}
-
-/// When a rule's point is in alarm. The rule fires when the condition becomes true.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum Condition {
-    /// The value equals this state (`true`, `3`, `"open"`).
-    Equals(toml::Value),
-    /// The value is strictly above this number.
-    Above(f64),
-    /// The value is strictly below this number.
-    Below(f64),
-}
-
-/// Whether a condition can ever hold for a point of `kind`; a rule that cannot fire is a
-/// silent hole in a site's security, so it is refused.
-fn check_condition(condition: &Condition, kind: ValueKind) -> Result<(), String> {
-    let point_is = kind.describe();
-    match condition {
-        Condition::Above(limit) | Condition::Below(limit) => {
-            if !limit.is_finite() {
-                Err(format!("the threshold {limit} is not a finite number"))
-            } else if kind == ValueKind::Bool {
-                Err(format!(
-                    "the point is {point_is}; use `equals = true` or `equals = false`"
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        Condition::Equals(value) => match (value, kind) {
-            (toml::Value::Boolean(_), ValueKind::Bool)
-            | (toml::Value::Integer(_), ValueKind::Integer | ValueKind::Number) => Ok(()),
-            (toml::Value::Float(x), ValueKind::Number) if x.is_finite() => Ok(()),
-            (toml::Value::Float(x), ValueKind::Integer) if x.fract() == 0.0 => Ok(()),
-            (other, _) => Err(format!(
-                "`equals = {other}` can never match: the point is {point_is}"
-            )),
-        },
-    }
-}
+/// The parts of the config a running agent takes over without a restart.
+const RELOADABLE: [&str; 4] = ["zones", "schedules", "rules", "site.timezone"];
 
 /// Every problem found in a config file, each with its position.
 #[derive(Debug)]
@@ -285,33 +237,6 @@ impl<'a> Problems<'a> {
     }
 }
 
-/// Where each point lives, built while validating.
-#[derive(Debug, Clone)]
-pub struct PointInfo {
-    pub device: DeviceId,
-    pub zone: Option<ZoneId>,
-    pub writable: bool,
-    pub kind: ValueKind,
-}
-
-/// What kind of value a point yields, for checking rules against it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueKind {
-    Bool,
-    Integer,
-    Number,
-}
-
-impl ValueKind {
-    fn describe(self) -> &'static str {
-        match self {
-            ValueKind::Bool => "a boolean",
-            ValueKind::Integer => "an integer",
-            ValueKind::Number => "a number",
-        }
-    }
-}
-
 impl Config {
     /// Reads and validates `path`. Relative paths inside are resolved against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -331,19 +256,25 @@ impl Config {
         {
             config.journal.path = folder.join(&config.journal.path);
         }
+        config.file = Some(path.to_owned());
         Ok(config)
     }
 
     /// Parses and validates config text.
     pub fn parse(source: &str) -> Result<Config, Vec<Problem>> {
-        let config: Config = toml::from_str(source).map_err(|error| {
+        let mut config: Config = toml::from_str(source).map_err(|error| {
             vec![Problem {
                 position: error.span().map(|span| line_column(source, &span)),
                 message: error.message().trim().to_owned(),
             }]
         })?;
+        config.source = source.to_owned();
         let mut problems = Problems::new(source);
         config.validate(&mut problems);
+        // In file order, so an installer fixes them top to bottom; those without a line last.
+        problems
+            .found
+            .sort_by_key(|problem| problem.position.unwrap_or((usize::MAX, 0)));
         if problems.found.is_empty() {
             Ok(config)
         } else {
@@ -352,12 +283,15 @@ impl Config {
     }
 
     fn validate(&self, problems: &mut Problems<'_>) {
-        let zones = self.validate_zones(problems);
-        let points = self
-            .modbus
+        let zones: HashSet<ZoneId> = self.zones.iter().map(|z| z.id.get_ref().clone()).collect();
+        self.modbus
             .validate(&zones, self.api.command_timeout_ms, problems);
         self.validate_users(problems);
-        self.validate_rules(&zones, &points, problems);
+        if let Err(found) = self.engine() {
+            for problem in found {
+                problems.at(problem.span, problem.message);
+            }
+        }
         let journal = &self.journal;
         if !(1..=100_000).contains(&journal.batch_max_events) {
             problems.global("journal.batch_max_events must be between 1 and 100000");
@@ -377,19 +311,6 @@ impl Config {
         if !(1_000..=120_000).contains(&self.api.command_timeout_ms) {
             problems.global("api.command_timeout_ms must be between 1000 and 120000");
         }
-    }
-
-    fn validate_zones(&self, problems: &mut Problems<'_>) -> HashSet<ZoneId> {
-        let mut zones = HashSet::new();
-        for zone in &self.zones {
-            if !zones.insert(zone.id.get_ref().clone()) {
-                problems.at(
-                    zone.id.span(),
-                    format!("zone `{}` is defined twice", zone.id.get_ref()),
-                );
-            }
-        }
-        zones
     }
 
     fn validate_users(&self, problems: &mut Problems<'_>) {
@@ -421,72 +342,84 @@ impl Config {
         }
     }
 
-    fn validate_rules(
-        &self,
-        zones: &HashSet<ZoneId>,
-        points: &HashMap<PointId, PointInfo>,
-        problems: &mut Problems<'_>,
-    ) {
-        let mut ids = HashSet::new();
-        for rule in &self.rules {
-            if !ids.insert(rule.id.get_ref().clone()) {
-                problems.at(
-                    rule.id.span(),
-                    format!("rule `{}` is defined twice", rule.id.get_ref()),
-                );
-            }
-            let point = points.get(rule.point.get_ref());
-            if point.is_none() {
-                problems.at(
-                    rule.point.span(),
-                    format!(
-                        "rule `{}` watches point `{}`, which no device defines",
-                        rule.id.get_ref(),
-                        rule.point.get_ref()
-                    ),
-                );
-            }
-            if let Some(point) = point
-                && let Err(message) = check_condition(rule.when.get_ref(), point.kind)
-            {
-                problems.at(
-                    rule.when.span(),
-                    format!("rule `{}`: {message}", rule.id.get_ref()),
-                );
-            }
-            if let Some(zone) = &rule.zone
-                && !zones.contains(zone.get_ref())
-            {
-                problems.at(
-                    zone.span(),
-                    format!("zone `{}` is not defined in [[zones]]", zone.get_ref()),
-                );
-            }
-            let has_zone = rule.zone.is_some() || point.is_some_and(|p| p.zone.is_some());
-            if rule.armed_only && point.is_some() && !has_zone {
-                problems.at(
-                    rule.id.span(),
-                    format!(
-                        "rule `{}` is armed_only but neither the rule nor point `{}` names a zone",
-                        rule.id.get_ref(),
-                        rule.point.get_ref()
-                    ),
-                );
-            }
+    /// The file the config was loaded from (`None` when parsed from text).
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The site's time zone; UTC when the config names none.
+    pub fn time_zone(&self) -> Result<TimeZone, gatehouse_rules::Problem> {
+        let Some(name) = &self.site.timezone else {
+            return Ok(TimeZone::UTC);
+        };
+        TimeZone::get(name.get_ref()).map_err(|_| gatehouse_rules::Problem {
+            span: name.span(),
+            message: format!(
+                "site.timezone: `{}` is not a known time zone: use an IANA name such as `Europe/Berlin` or `UTC`",
+                name.get_ref()
+            ),
+        })
+    }
+
+    /// What the rules can name: the adapters' points and devices.
+    pub fn rule_catalog(&self) -> Catalog {
+        Catalog {
+            points: self.modbus.rule_points(),
+            devices: self
+                .modbus
+                .devices
+                .iter()
+                .map(|device| device.id.get_ref().clone())
+                .collect(),
+            cameras: Vec::new(),
         }
     }
 
-    /// Every point with its device and zone, keyed by point id.
-    pub fn points(&self) -> HashMap<PointId, PointInfo> {
-        self.modbus.point_infos()
+    /// The config's sections as plain TOML (no spans), to compare two versions of the file.
+    fn sections(&self) -> toml::Table {
+        let mut table: toml::Table = toml::from_str(&self.source).unwrap_or_default();
+        // The site's time zone belongs to the rules (schedules run in it).
+        let timezone = table
+            .get_mut("site")
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|site| site.remove("timezone"));
+        if let Some(timezone) = timezone {
+            table.insert("site.timezone".into(), timezone);
+        }
+        table
     }
 
-    /// The zone a rule watches: its own, else its point's.
-    pub fn rule_zone(&self, rule: &RuleConfig) -> Option<ZoneId> {
-        rule.zone.as_ref().map(|z| z.get_ref().clone()).or_else(|| {
-            self.points()
-                .get(rule.point.get_ref())
-                .and_then(|p| p.zone.clone())
+    /// Whether the rules' part (zones, schedules, rules, the site's time zone) differs.
+    pub fn rules_differ(&self, other: &Config) -> bool {
+        let (mine, theirs) = (self.sections(), other.sections());
+        RELOADABLE
+            .iter()
+            .any(|key| mine.get(*key) != theirs.get(*key))
+    }
+
+    /// The sections outside the rules' part that differ: they take effect at a restart.
+    pub fn restart_needed_for(&self, other: &Config) -> Vec<String> {
+        let (mine, theirs) = (self.sections(), other.sections());
+        let mut keys: Vec<&String> = mine.keys().chain(theirs.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|key| !RELOADABLE.contains(&key.as_str()) && mine.get(*key) != theirs.get(*key))
+            .cloned()
+            .collect()
+    }
+
+    /// Compiles the zones, schedules and rules; every problem carries its span.
+    pub fn engine(&self) -> Result<Engine, Vec<gatehouse_rules::Problem>> {
+        let time_zone = self.time_zone().map_err(|problem| vec![problem])?;
+        let catalog = self.rule_catalog();
+        Engine::compile(&Site {
+            zones: &self.zones,
+            schedules: &self.schedules,
+            rules: &self.rules,
+            catalog: &catalog,
+            time_zone: &time_zone,
+            source: &self.source,
         })
     }
 }
@@ -570,10 +503,8 @@ token_sha256 = \"not-a-hash\"
 
 [[rules]]
 id = \"r1\"
-title = \"x\"
-severity = \"high\"
-point = \"no.such.point\"
-when = {{ equals = true }}
+when.event = {{ point = \"no.such.point\" }}
+then = [{{ raise = {{ severity = \"high\", title = \"x\" }} }}]
 "
         );
         let found = problems(&source);
@@ -591,11 +522,15 @@ when = {{ equals = true }}
     }
 
     #[test]
-    fn rules_that_could_never_fire_are_refused() {
+    fn rule_mistakes_are_refused_at_their_line() {
         let device = r#"
+[[zones]]
+id = "lobby"
+name = "Lobby"
 [[modbus.devices]]
 id = "plc"
 address = "127.0.0.1:502"
+zone = "lobby"
 [[modbus.devices.points]]
 id = "door"
 table = "discrete_input"
@@ -606,47 +541,134 @@ table = "holding_register"
 address = 1
 type = "f32"
 [[modbus.devices.points]]
-id = "count"
-table = "input_register"
-address = 3
+id = "siren"
+table = "coil"
+address = 0
+writable = true
 "#;
-        let rule = |point: &str, when: &str| {
-            format!(
-                "[[rules]]\nid = \"r\"\ntitle = \"R\"\nseverity = \"low\"\npoint = \"{point}\"\nwhen = {when}\n"
-            )
+        let rule = |when: &str, then: &str| {
+            format!("[[rules]]\nid = \"r\"\nwhen.event = {when}\nthen = [{then}]\n")
         };
+        let raise = "{ raise = { severity = \"low\", title = \"R\" } }";
         let refused = [
-            ("door", "{ above = 1.0 }", "use `equals = true`"),
-            ("door", "{ equals = \"open\" }", "can never match"),
-            ("temp", "{ equals = true }", "can never match"),
-            ("temp", "{ above = nan }", "not a finite number"),
-            ("count", "{ equals = 2.5 }", "can never match"),
-            ("count", "{ equals = [1] }", "can never match"),
+            (
+                "{ point = \"door\", value = \"value > 1\" }",
+                raise,
+                "when.event",
+                "",
+            ),
+            (
+                "{ point = \"temp\", value = \"value == true\" }",
+                raise,
+                "when.event",
+                "",
+            ),
+            ("{ point = \"nowhere\" }", raise, "when.event", "nowhere"),
+            (
+                "{ point = \"door\" }",
+                "{ command = { point = \"door\", value = true } }",
+                "then =",
+                "door",
+            ),
+            (
+                "{ point = \"door\" }",
+                "{ command = { point = \"siren\", value = 3 } }",
+                "then =",
+                "siren",
+            ),
         ];
-        for (point, when, expected) in refused {
-            let source = format!("{MINIMAL}{device}{}", rule(point, when));
+        for (when, then, line_with, expected) in refused {
+            let source = format!("{MINIMAL}{device}{}", rule(when, then));
             let found = problems(&source);
-            assert_eq!(found.len(), 1, "{point} {when}: {found:?}");
+            assert_eq!(found.len(), 1, "{when} {then}: {found:?}");
             assert!(
                 found[0].message.contains(expected),
-                "{point} {when}: {found:?}"
+                "{when} {then}: {found:?}"
             );
             assert_eq!(
                 found[0].position.map(|p| p.0),
-                Some(line_of(&source, "when ="))
+                Some(line_of(&source, line_with)),
+                "{when} {then}: {found:?}"
             );
         }
         let accepted = [
-            ("door", "{ equals = false }"),
-            ("temp", "{ below = -5 }"),
-            ("temp", "{ equals = 21 }"),
-            ("count", "{ equals = 3 }"),
-            ("count", "{ above = 2.5 }"),
+            "{ point = \"door\", value = \"value == false\" }",
+            "{ point = \"temp\", value = \"value < -5\" }",
+            "{ point = \"temp\", value = \"value > 30 && armed(\\\"lobby\\\")\" }",
         ];
-        for (point, when) in accepted {
-            let source = format!("{MINIMAL}{device}{}", rule(point, when));
-            assert!(Config::parse(&source).is_ok(), "{point} {when}");
+        for when in accepted {
+            let source = format!("{MINIMAL}{device}{}", rule(when, raise));
+            assert!(
+                Config::parse(&source).is_ok(),
+                "{when}: {:?}",
+                Config::parse(&source).err()
+            );
         }
+    }
+
+    #[test]
+    fn a_wrong_time_zone_or_egress_lock_is_refused_at_its_line() {
+        let source = MINIMAL.replace(
+            "name = \"Test\"",
+            "name = \"Test\"\ntimezone = \"Mars/Olympus\"",
+        );
+        let found = problems(&source);
+        assert!(found[0].message.contains("Mars/Olympus"), "{found:?}");
+        assert_eq!(
+            found[0].position.map(|p| p.0),
+            Some(line_of(&source, "timezone"))
+        );
+
+        let lock = |settings: &str| {
+            format!(
+                "{MINIMAL}[[modbus.devices]]\nid = \"d\"\naddress = \"127.0.0.1:502\"\n\
+                 [[modbus.devices.points]]\nid = \"lock\"\ntable = \"coil\"\naddress = 0\n{settings}\n"
+            )
+        };
+        let cases = [
+            ("egress_lock_value = true", "must be writable"),
+            (
+                "writable = true\negress_lock_value = 1",
+                "holds true or false",
+            ),
+        ];
+        for (settings, expected) in cases {
+            let source = lock(settings);
+            let found = problems(&source);
+            assert!(
+                found.iter().any(|p| p.message.contains(expected)),
+                "{settings}: {found:?}"
+            );
+            assert_eq!(
+                found[0].position.map(|p| p.0),
+                Some(line_of(&source, "egress_lock_value")),
+                "{settings}: {found:?}"
+            );
+        }
+        assert!(Config::parse(&lock("writable = true\negress_lock_value = true")).is_ok());
+    }
+
+    #[test]
+    fn only_a_change_of_zones_schedules_rules_or_time_zone_reloads() {
+        let base = format!("{MINIMAL}[[zones]]\nid = \"lobby\"\nname = \"Lobby\"\n");
+        let parse = |source: &str| Config::parse(source).unwrap_or_else(|p| panic!("{p:?}"));
+        let running = parse(&base);
+        // Moved lines and comments change nothing.
+        let moved = parse(&format!("# a comment\n\n{base}"));
+        assert!(!moved.rules_differ(&running));
+        assert!(moved.restart_needed_for(&running).is_empty());
+        let renamed = parse(&base.replace("name = \"Lobby\"", "name = \"Hall\""));
+        assert!(renamed.rules_differ(&running));
+        assert!(renamed.restart_needed_for(&running).is_empty());
+        let zoned = parse(&base.replace(
+            "name = \"Test\"",
+            "name = \"Test\"\ntimezone = \"Europe/Berlin\"",
+        ));
+        assert!(zoned.rules_differ(&running));
+        assert!(zoned.restart_needed_for(&running).is_empty());
+        let listen = parse(&base.replace("127.0.0.1:0", "127.0.0.1:8081"));
+        assert!(!listen.rules_differ(&running));
+        assert_eq!(listen.restart_needed_for(&running), ["api"]);
     }
 
     #[test]
@@ -716,6 +738,8 @@ address = 3
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(!config.modbus.devices.is_empty());
         assert!(!config.rules.is_empty());
+        assert!(!config.schedules.is_empty());
+        assert_eq!(config.file(), Some(path.as_path()));
         assert!(!config.api.users.is_empty());
         assert!(config.journal.path.is_absolute());
     }

@@ -10,7 +10,10 @@
 //! - [`config`]: the TOML schema, with file:line errors.
 //! - [`adapters`]: the adapter trait and supervisor; [`adapters::modbus`] is Modbus TCP.
 //! - [`journal`]: SQLite storage, the single writer and queries.
-//! - [`rules`]: pure rule evaluation, called by the journal writer.
+//! - [`rules`]: what the rules engine (crate `gatehouse-rules`, run inside the journal
+//!   writer) needs outside it: device commands, wake-ups for its timers, reloads on a config
+//!   change.
+//! - [`replay`]: `rules test`, recorded events through a site's rules.
 //! - [`live`]: latest point values and device status, and the bus to the stream.
 //! - [`api`]: REST, WebSocket stream, OpenAPI, metrics, authentication.
 //! - [`uplink`]: the outbox of what must reach the relay.
@@ -26,6 +29,7 @@ pub mod config;
 pub mod journal;
 pub mod live;
 pub mod metrics;
+pub mod replay;
 pub mod rules;
 pub mod uplink;
 

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use gatehouse_protocol::{DeviceId, DeviceStatus, Event, EventBody, PointId, Quality, Value};
+use gatehouse_protocol::{
+    DeviceId, DeviceStatus, Event, EventBody, PointId, Quality, Value, ZoneId, ZoneMode,
+};
 use jiff::Timestamp;
 use tokio::sync::broadcast;
 
@@ -29,6 +31,26 @@ pub struct DeviceState {
     pub reason: Option<String>,
 }
 
+/// A zone's mode as last committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneView {
+    pub id: ZoneId,
+    pub mode: ZoneMode,
+    /// When an armed mode takes (or took) effect.
+    pub effective_at: Timestamp,
+}
+
+/// The rules' state as last committed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RulesView {
+    /// How many rules are loaded.
+    pub rules: usize,
+    pub zones: Vec<ZoneView>,
+    pub bypassed: Vec<PointId>,
+    /// Whether the life-safety interlock holds egress doors released.
+    pub interlock: bool,
+}
+
 /// How many committed events the bus holds for slow subscribers before they must catch up
 /// from the journal.
 const BUS_CAPACITY: usize = 4096;
@@ -40,6 +62,7 @@ pub struct Live {
     bus: broadcast::Sender<Arc<Event>>,
     /// Why and since when the journal cannot commit, while it cannot.
     journal_failing: RwLock<Option<(String, Timestamp)>>,
+    rules: RwLock<RulesView>,
 }
 
 impl Default for Live {
@@ -50,6 +73,7 @@ impl Default for Live {
             last_seq: AtomicU64::new(0),
             bus: broadcast::channel(BUS_CAPACITY).0,
             journal_failing: RwLock::default(),
+            rules: RwLock::default(),
         }
     }
 }
@@ -93,7 +117,8 @@ impl Live {
                     );
                 }
             }
-            EventBody::Command { .. } | EventBody::Incident { .. } => {}
+            EventBody::Command { .. } | EventBody::Incident { .. } | EventBody::ZoneMode { .. } => {
+            }
         }
     }
 
@@ -147,5 +172,19 @@ impl Live {
 
     pub fn device(&self, id: &DeviceId) -> Option<DeviceState> {
         self.devices.read().ok()?.get(id).cloned()
+    }
+
+    /// Records the rules' state of a committed batch.
+    pub fn set_rules(&self, view: RulesView) {
+        if let Ok(mut rules) = self.rules.write() {
+            *rules = view;
+        }
+    }
+
+    pub fn rules(&self) -> RulesView {
+        self.rules
+            .read()
+            .map(|rules| rules.clone())
+            .unwrap_or_default()
     }
 }

@@ -1,7 +1,7 @@
 //! `gatehouse-edge`: the Gatehouse edge agent.
 
-use std::io::{IsTerminal, Write as _};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -9,6 +9,8 @@ use gatehouse_edge::agent;
 use gatehouse_edge::api::auth::{Role, hash_token, new_token};
 use gatehouse_edge::claim::{self, ClaimOptions, CodeArg, SiteConfigUpdate};
 use gatehouse_edge::config::Config;
+use gatehouse_edge::replay;
+use jiff::SignedDuration;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -85,6 +87,40 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Works with the site's rules without running the agent.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Replays recorded events (JSON Lines, as GET /api/v1/events/export writes them) through
+    /// the config's rules and prints what fired: incidents, commands, clips, mode changes.
+    /// Nothing is sent to any device. Exit status 1 on a config or event file problem.
+    Test {
+        /// The site configuration (TOML) whose zones, schedules and rules to test.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The recorded events; `-` reads standard input.
+        #[arg(long, short)]
+        events: PathBuf,
+        /// Let the clock run on this long after the last event (`90s`, `5m`), so that timers
+        /// started near the end (entry delays, doors held open) can run out.
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        continue_for: SignedDuration,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<SignedDuration, String> {
+    let duration: SignedDuration = text
+        .parse()
+        .map_err(|error| format!("`{text}` is not a duration like 90s or 5m: {error}"))?;
+    if duration.is_negative() {
+        return Err(format!("`{text}` is negative"));
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -152,6 +188,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { config } => run(config),
+        Command::Rules {
+            command:
+                RulesCommand::Test {
+                    config,
+                    events,
+                    continue_for,
+                },
+        } => rules_test(&config, &events, continue_for),
         Command::Claim {
             relay,
             code,
@@ -240,6 +284,36 @@ fn run_claim(options: &ClaimOptions) -> ExitCode {
                  section with the one above.",
                 file.display()
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn rules_test(config: &Path, events: &Path, continue_for: SignedDuration) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprint!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let input: Box<dyn BufRead> = if events == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(events) {
+            Ok(file) => Box::new(BufReader::new(file)),
+            Err(error) => {
+                eprintln!("cannot open {}: {error}", events.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match replay::run(&config, input, continue_for, &mut out) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = out.flush();
+            eprintln!("{}: {error}", events.display());
             ExitCode::FAILURE
         }
     }

@@ -19,6 +19,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
     pub status: u16,
 }
@@ -34,6 +39,10 @@ pub struct Metrics {
     pub journal_wal_frames: Gauge,
     pub journal_checkpoint_failures: Counter,
     pub incidents_opened: Counter,
+    pub rules_commands_refused: Counter,
+    pub rules_clips_requested: Counter,
+    pub rules_loops_suppressed: Counter,
+    pub rules_reloads: Family<OutcomeLabels, Counter>,
     pub modbus_polls: Family<ResultLabels, Counter>,
     pub modbus_reconnects: Family<DeviceLabels, Counter>,
     pub commands: Family<ResultLabels, Counter>,
@@ -60,6 +69,10 @@ impl Default for Metrics {
             journal_wal_frames: Gauge::default(),
             journal_checkpoint_failures: Counter::default(),
             incidents_opened: Counter::default(),
+            rules_commands_refused: Counter::default(),
+            rules_clips_requested: Counter::default(),
+            rules_loops_suppressed: Counter::default(),
+            rules_reloads: Family::default(),
             modbus_polls: Family::default(),
             modbus_reconnects: Family::default(),
             commands: Family::default(),
@@ -108,6 +121,26 @@ impl Default for Metrics {
             "incidents_opened",
             "Incidents opened by rules",
             metrics.incidents_opened.clone(),
+        );
+        registry.register(
+            "rules_commands_refused",
+            "Rule commands the life-safety interlock refused",
+            metrics.rules_commands_refused.clone(),
+        );
+        registry.register(
+            "rules_clips_requested",
+            "Video clips rules asked for",
+            metrics.rules_clips_requested.clone(),
+        );
+        registry.register(
+            "rules_loops_suppressed",
+            "Spells of a rule held back for firing too often (a loop)",
+            metrics.rules_loops_suppressed.clone(),
+        );
+        registry.register(
+            "rules_reloads",
+            "Config changes seen, by outcome (applied or refused)",
+            metrics.rules_reloads.clone(),
         );
         registry.register(
             "modbus_polls",

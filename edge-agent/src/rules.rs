@@ -1,289 +1,190 @@
-//! Minimal incident rules: a condition on one point, optionally only while its zone is armed.
-//!
-//! Evaluation is pure: no I/O, no clock. The journal writer calls [`Rules::evaluate`] for each
-//! event inside the event's transaction and opens an incident for each [`Firing`]. A rule fires
-//! when its condition *becomes* true (a rising edge), so a door that stays open raises one
-//! incident, not one per poll. The full engine (sequences, timers, modes) replaces this later
-//! behind the same seam.
+//! The rules engine's outside world. The engine runs inside the journal writer (see
+//! [`crate::journal::rules`]); these tasks do what it cannot do there:
+//! - [`dispatch`] hands rule commands to the adapters once their batch is committed, and
+//!   journals a command that cannot reach its device as failed;
+//! - [`wake`] sends the writer a tick when the engine's next deadline comes (an entry delay
+//!   running out, a door held too long, a schedule boundary);
+//! - [`watch_config`] reloads zones, schedules and rules when the config file changes, keeping
+//!   timers, modes and open incidents; a config with problems is refused with every problem's
+//!   file:line and the running rules stay.
 
-use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use gatehouse_protocol::incident::Evidence;
-use gatehouse_protocol::{Event, EventBody, PointId, RuleId, Severity, Value, ZoneId};
+use gatehouse_protocol::{CommandOutcome, CommandRequest, EventBody};
+use gatehouse_rules::engine::Command;
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{Condition, Config};
+use crate::adapters::{CommandEnvelope, CommandRouter};
+use crate::config::Config;
+use crate::journal::JournalHandle;
+use crate::metrics::{Metrics, OutcomeLabels};
 
-/// A rule asks for an incident.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Firing {
-    pub rule: RuleId,
-    pub title: String,
-    pub severity: Severity,
-    pub zone: Option<ZoneId>,
-    pub evidence: Evidence,
-}
+/// The longest the wake-up task sleeps without looking at the clock again: a wall clock set
+/// forward (NTP after a long outage) is noticed within this.
+const WAKE_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone)]
-struct Rule {
-    id: RuleId,
-    title: String,
-    severity: Severity,
-    condition: Condition,
-    zone: Option<ZoneId>,
-    armed_only: bool,
-    /// Whether the condition held at the last good value.
-    active: bool,
-}
+/// How often the config file is looked at.
+pub const CONFIG_POLL: Duration = Duration::from_secs(2);
 
-/// The rules of a site and the state they keep between events.
-#[derive(Debug, Clone, Default)]
-pub struct Rules {
-    rules: Vec<Rule>,
-    by_point: HashMap<PointId, Vec<usize>>,
-    armed: HashMap<ZoneId, bool>,
-}
-
-impl Rules {
-    /// Builds the rules of a validated config.
-    pub fn from_config(config: &Config) -> Self {
-        let mut rules = Rules {
-            armed: config
-                .zones
-                .iter()
-                .map(|zone| (zone.id.get_ref().clone(), zone.armed))
-                .collect(),
-            ..Rules::default()
+/// Hands rule commands to the adapters. A command nobody can carry out (its device is busy or
+/// gone) is journaled as failed; otherwise the adapter journals its outcome, as for any
+/// command.
+pub async fn dispatch(
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    router: CommandRouter,
+    journal: JournalHandle,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let command = tokio::select! {
+            () = shutdown.cancelled() => return,
+            command = commands.recv() => match command {
+                Some(command) => command,
+                None => return,
+            },
         };
-        for rule in &config.rules {
-            let index = rules.rules.len();
-            rules.rules.push(Rule {
-                id: rule.id.get_ref().clone(),
-                title: rule.title.clone(),
-                severity: rule.severity,
-                condition: rule.when.get_ref().clone(),
-                zone: config.rule_zone(rule),
-                armed_only: rule.armed_only,
-                active: false,
-            });
-            rules
-                .by_point
-                .entry(rule.point.get_ref().clone())
-                .or_default()
-                .push(index);
-        }
-        rules
-    }
-
-    /// The points the rules watch.
-    pub fn points(&self) -> Vec<PointId> {
-        self.by_point.keys().cloned().collect()
-    }
-
-    /// Takes the last good values (from the journal) as the starting point, so a restart
-    /// does not raise again what was already raised.
-    pub fn prime(&mut self, latest: &[Event]) {
-        for event in latest {
-            self.evaluate(event);
-        }
-    }
-
-    /// Evaluates one committed event; returns the incidents to open.
-    pub fn evaluate(&mut self, event: &Event) -> Vec<Firing> {
-        let EventBody::Observation {
-            point,
-            value: Some(value),
-            quality,
-            ..
-        } = &event.body
-        else {
-            return Vec::new();
+        let (reply, outcome) = oneshot::channel();
+        let requested_by = format!("rule:{}", command.rule);
+        let envelope = CommandEnvelope {
+            request: CommandRequest {
+                point: command.point.clone(),
+                value: command.value.clone(),
+            },
+            requested_by: requested_by.clone(),
+            deadline: tokio::time::Instant::now() + timeout,
+            reply,
         };
-        if !quality.is_good() {
-            return Vec::new();
-        }
-        let Some(indices) = self.by_point.get(point) else {
-            return Vec::new();
-        };
-        let mut firings = Vec::new();
-        for &index in indices {
-            let rule = &mut self.rules[index];
-            let now = matches(&rule.condition, value);
-            let rising = now && !rule.active;
-            rule.active = now;
-            let armed = rule
-                .zone
-                .as_ref()
-                .is_some_and(|zone| self.armed.get(zone).copied().unwrap_or(false));
-            if rising && (!rule.armed_only || armed) {
-                firings.push(Firing {
-                    rule: rule.id.clone(),
-                    title: rule.title.clone(),
-                    severity: rule.severity,
-                    zone: rule.zone.clone(),
-                    evidence: Evidence {
-                        seq: event.seq,
-                        point: Some(point.clone()),
-                        value: Some(value.clone()),
-                        at: event.recorded_at,
-                    },
+        match router.send(&command.device, envelope) {
+            // The adapter journals the outcome; waiting here keeps the command alive (an
+            // envelope whose reply is dropped counts as abandoned).
+            Ok(()) => {
+                tokio::spawn(async move {
+                    if let Ok((outcome, _)) = outcome.await {
+                        tracing::info!(rule = %command.rule, point = %command.point,
+                            ?outcome, "rule command carried out");
+                    }
                 });
             }
+            Err(error) => {
+                tracing::warn!(rule = %command.rule, point = %command.point, %error,
+                    "rule command could not reach its device");
+                let failed = EventBody::Command {
+                    device: command.device,
+                    point: command.point,
+                    value: command.value,
+                    outcome: CommandOutcome::Failed {
+                        reason: error.to_string(),
+                    },
+                    requested_by,
+                };
+                if journal.append(failed).await.is_err() {
+                    return;
+                }
+            }
         }
-        firings
     }
 }
 
-/// Whether `value` satisfies `condition`.
-fn matches(condition: &Condition, value: &Value) -> bool {
-    match condition {
-        Condition::Above(limit) => value.as_f64().is_some_and(|v| v > *limit),
-        Condition::Below(limit) => value.as_f64().is_some_and(|v| v < *limit),
-        Condition::Equals(expected) => match (expected, value) {
-            (toml::Value::Boolean(b), _) => value.as_bool() == Some(*b),
-            (toml::Value::Integer(i), _) => value.as_f64() == Some(*i as f64),
-            (toml::Value::Float(f), _) => value.as_f64() == Some(*f),
-            (toml::Value::String(s), Value::Text(t)) => s == t,
-            _ => false,
-        },
+/// Ticks the writer when the engine's next deadline has come.
+pub async fn wake(
+    mut deadline: watch::Receiver<Option<Timestamp>>,
+    journal: JournalHandle,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = *deadline.borrow_and_update();
+        let sleep = match next {
+            Some(at) => {
+                let left = at.duration_since(Timestamp::now());
+                if left.is_negative() || left.is_zero() {
+                    if journal.tick().await.is_err() {
+                        return;
+                    }
+                    // The writer moves the deadline on; wait for it (or a second) before
+                    // looking again, so a deadline that cannot run does not spin.
+                    WAKE_AT_LEAST_EVERY
+                } else {
+                    left.unsigned_abs().min(WAKE_AT_LEAST_EVERY)
+                }
+            }
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = deadline.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(sleep) => {}
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use gatehouse_protocol::{DeviceId, Quality};
-    use jiff::Timestamp;
+/// What identifies a version of the config file.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
 
-    const CONFIG: &str = r#"
-[site]
-id = "s"
-name = "S"
-[api]
-listen = "127.0.0.1:0"
-[[zones]]
-id = "lobby"
-name = "Lobby"
-armed = true
-[[zones]]
-id = "office"
-name = "Office"
-[[modbus.devices]]
-id = "plc"
-address = "127.0.0.1:502"
-[[modbus.devices.points]]
-id = "door"
-table = "discrete_input"
-address = 0
-zone = "lobby"
-[[modbus.devices.points]]
-id = "office.door"
-table = "discrete_input"
-address = 1
-zone = "office"
-[[modbus.devices.points]]
-id = "temp"
-table = "input_register"
-address = 0
-[[rules]]
-id = "door-open"
-title = "Lobby door opened"
-severity = "high"
-point = "door"
-when = { equals = true }
-armed_only = true
-[[rules]]
-id = "office-door"
-title = "Office door opened"
-severity = "low"
-point = "office.door"
-when = { equals = true }
-armed_only = true
-[[rules]]
-id = "hot"
-title = "Too hot"
-severity = "medium"
-point = "temp"
-when = { above = 30.0 }
-"#;
-
-    fn rules() -> Rules {
-        let config = Config::parse(CONFIG).unwrap_or_else(|p| panic!("{p:?}"));
-        Rules::from_config(&config)
-    }
-
-    fn observe(seq: u64, point: &str, value: Value, quality: Quality) -> Event {
-        Event {
-            seq,
-            recorded_at: Timestamp::UNIX_EPOCH,
-            body: EventBody::Observation {
-                device: DeviceId::new("plc").unwrap_or_else(|e| panic!("{e}")),
-                point: PointId::new(point).unwrap_or_else(|e| panic!("{e}")),
-                zone: None,
-                value: Some(value),
-                quality,
-                observed_at: Timestamp::UNIX_EPOCH,
-            },
+/// Reloads the rules when the config file changes.
+pub async fn watch_config(
+    path: PathBuf,
+    running: Config,
+    journal: JournalHandle,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut seen = stamp(&path);
+    let mut running = running;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CONFIG_POLL) => {}
         }
+        let now = stamp(&path);
+        if now == seen || now.is_none() {
+            continue;
+        }
+        seen = now;
+        let outcome = match reload(&path, &running, &journal).await {
+            Ok(Some(config)) => {
+                running = config;
+                "applied"
+            }
+            Ok(None) => "unchanged",
+            Err(()) => "refused",
+        };
+        metrics
+            .rules_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
+}
 
-    fn fired(rules: &mut Rules, script: &[(&str, Value)]) -> Vec<String> {
-        script
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (point, value))| {
-                rules.evaluate(&observe(i as u64 + 1, point, value.clone(), Quality::Good))
-            })
-            .map(|f| format!("{}@{}", f.rule, f.evidence.seq))
-            .collect()
+/// Loads the changed file and hands its rules to the writer. `Ok(None)` when the rules did
+/// not change; `Err` when the file has problems (logged).
+async fn reload(
+    path: &Path,
+    running: &Config,
+    journal: &JournalHandle,
+) -> Result<Option<Config>, ()> {
+    let config = Config::load(path).map_err(|error| {
+        tracing::error!("the changed config is refused; the running rules stay:\n{error}");
+    })?;
+    if !config.restart_needed_for(running).is_empty() {
+        tracing::warn!(sections = ?config.restart_needed_for(running),
+            "the config changed outside zones, schedules and rules; that part takes effect at the next restart");
     }
-
-    #[test]
-    fn fires_once_per_rising_edge_in_an_armed_zone() {
-        let mut rules = rules();
-        let script = [
-            ("door", Value::Bool(false)),
-            ("door", Value::Bool(true)),
-            ("door", Value::Bool(true)),
-            ("door", Value::Bool(false)),
-            ("door", Value::Bool(true)),
-        ];
-        assert_eq!(fired(&mut rules, &script), ["door-open@2", "door-open@5"]);
+    if !config.rules_differ(running) {
+        return Ok(None);
     }
-
-    #[test]
-    fn a_disarmed_zone_does_not_fire() {
-        let mut rules = rules();
-        let script = [("office.door", Value::Bool(true))];
-        assert!(fired(&mut rules, &script).is_empty());
-    }
-
-    #[test]
-    fn thresholds_fire_when_crossed() {
-        let mut rules = rules();
-        let script = [
-            ("temp", Value::Int(25)),
-            ("temp", Value::Int(31)),
-            ("temp", Value::Float(30.5)),
-            ("temp", Value::Int(30)),
-            ("temp", Value::Int(35)),
-        ];
-        assert_eq!(fired(&mut rules, &script), ["hot@2", "hot@5"]);
-    }
-
-    #[test]
-    fn bad_quality_is_neither_alarm_nor_all_clear() {
-        let mut rules = rules();
-        assert_eq!(fired(&mut rules, &[("door", Value::Bool(true))]).len(), 1);
-        let bad = observe(9, "door", Value::Bool(false), Quality::bad("exception"));
-        assert!(rules.evaluate(&bad).is_empty());
-        // Still active: the same state after a bad read raises nothing new.
-        assert!(fired(&mut rules, &[("door", Value::Bool(true))]).is_empty());
-    }
-
-    #[test]
-    fn priming_with_the_last_known_state_prevents_a_repeat_after_restart() {
-        let mut rules = rules();
-        rules.prime(&[observe(1, "door", Value::Bool(true), Quality::Good)]);
-        assert!(fired(&mut rules, &[("door", Value::Bool(true))]).is_empty());
-    }
+    let engine = config.engine().map_err(|_| {
+        tracing::error!("the changed config's rules do not compile; the running rules stay");
+    })?;
+    journal.reload_rules(engine).await.map_err(|_| ())?;
+    tracing::info!(path = %path.display(), rules = config.rules.len(),
+        zones = config.zones.len(), "config changed: rules reloaded");
+    Ok(Some(config))
 }

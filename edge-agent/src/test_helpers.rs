@@ -6,13 +6,17 @@ use std::time::Duration;
 use gatehouse_protocol::{DeviceId, Event, EventBody, PointId, Quality, Value};
 use jiff::Timestamp;
 
+use gatehouse_rules::engine::Command;
+use tokio::sync::{mpsc, watch};
+
 use crate::config::Config;
+use crate::journal::rules::RuleDriver;
 use crate::journal::{self, JournalHandle, Reader, Writer, WriterSettings};
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::rules::Rules;
 
-/// A site with one armed zone, a door contact and a rule on it, and three users.
+/// A site with one armed zone, a door contact and a rule on it, an egress lock and a fire
+/// alarm that releases it, and three users.
 pub const SITE: &str = r#"
 [site]
 id = "test-site"
@@ -34,7 +38,7 @@ token_sha256 = "HASH_GUARD"
 [[zones]]
 id = "lobby"
 name = "Lobby"
-armed = true
+mode = "armed_away"
 [[modbus.devices]]
 id = "plc"
 address = "127.0.0.1:1"
@@ -48,18 +52,32 @@ id = "strike"
 table = "coil"
 address = 0
 writable = true
+egress_lock_value = true
+[[modbus.devices.points]]
+id = "fire"
+table = "discrete_input"
+address = 1
 [[rules]]
 id = "door-open"
-title = "Door opened"
-severity = "high"
-point = "door"
-when = { equals = true }
-armed_only = true
+when.event = { point = "door", value = "value == true" }
+if = { modes = ["armed_away", "armed_stay", "armed_night"] }
+then = [{ raise = { severity = "high", title = "Door opened" } }]
+escalate = [{ after = "2s", severity = "critical" }]
+[[rules]]
+id = "fire"
+life_safety = true
+when.event = { point = "fire", value = "value" }
+then = [{ raise = { severity = "critical", title = "Fire alarm" } }]
 "#;
 
 /// The token of each test user is its role name.
 pub fn site_config() -> Config {
-    let source = SITE
+    site_config_from(SITE)
+}
+
+/// A variant of [`SITE`] (same users and tokens).
+pub fn site_config_from(site: &str) -> Config {
+    let source = site
         .replace("HASH_ADMIN", &crate::api::auth::hash_token("admin"))
         .replace(
             "HASH_INTEGRATOR",
@@ -73,42 +91,57 @@ pub struct TestJournal {
     pub handle: JournalHandle,
     pub reader: Reader,
     pub live: Arc<Live>,
+    /// Commands the rules sent after their batch committed.
+    pub rule_commands: mpsc::UnboundedReceiver<Command>,
+    /// The rules' next deadline, as the writer publishes it.
+    pub deadline: watch::Receiver<Option<Timestamp>>,
     pub folder: tempfile::TempDir,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl TestJournal {
     pub fn start(config: &Config, settings: WriterSettings) -> TestJournal {
         let folder = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        Self::start_in(folder, config, settings)
+    }
+
+    /// Starts a writer on the journal in `folder` (a restart when it holds one).
+    pub fn start_in(
+        folder: tempfile::TempDir,
+        config: &Config,
+        settings: WriterSettings,
+    ) -> TestJournal {
         let path = folder.path().join("journal.db");
         let connection = journal::open_for_writing(&path, false).unwrap_or_else(|e| panic!("{e}"));
         let live = Arc::new(Live::default());
         let metrics = Arc::new(Metrics::default());
-        let writer = Writer::new(
-            connection,
-            Rules::from_config(config),
-            live.clone(),
-            metrics,
-            settings,
-        );
-        let (handle, _thread) = writer.spawn().unwrap_or_else(|e| panic!("{e}"));
+        let (links, outlets) = journal::rules::links();
+        let engine = config.engine().unwrap_or_else(|p| panic!("{p:?}"));
+        let rules = RuleDriver::new(engine, links, live.clone(), metrics.clone());
+        let writer = Writer::new(connection, rules, live.clone(), metrics, settings);
+        let (handle, thread) = writer.spawn().unwrap_or_else(|e| panic!("{e}"));
         TestJournal {
             handle,
             reader: Reader::new(path),
             live,
+            rule_commands: outlets.commands,
+            deadline: outlets.deadline,
             folder,
+            thread,
         }
     }
 
+    /// Stops the writer (it commits what it holds) and hands back the folder, to restart.
+    pub fn stop(self) -> tempfile::TempDir {
+        drop(self.handle);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| panic!("the writer panicked"));
+        self.folder
+    }
+
     pub fn with_defaults(config: &Config) -> TestJournal {
-        Self::start(
-            config,
-            WriterSettings {
-                batch_max_events: 256,
-                max_age: None,
-                max_bytes: None,
-                outbox_max_records: None,
-            },
-        )
+        Self::start(config, default_settings())
     }
 
     /// Waits until the live state has published `seq` (the writer is asynchronous).
@@ -121,6 +154,16 @@ impl TestJournal {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+}
+
+/// Writer settings for tests: small batches, no retention, no uplink.
+pub fn default_settings() -> WriterSettings {
+    WriterSettings {
+        batch_max_events: 256,
+        max_age: None,
+        max_bytes: None,
+        outbox_max_records: None,
     }
 }
 

@@ -68,7 +68,7 @@ token_sha256 = "{integrator}"
 [[zones]]
 id = "lobby"
 name = "Lobby"
-armed = true
+mode = "armed_away"
 "#,
         journal = journal.display(),
         admin = hash_token(ADMIN_TOKEN),
@@ -123,11 +123,9 @@ pub fn door_rule(device: &str) -> String {
         r#"
 [[rules]]
 id = "{device}-door-open"
-title = "Door of {device} opened while armed"
-severity = "high"
-point = "{device}.door"
-when = {{ equals = true }}
-armed_only = true
+when.event = {{ point = "{device}.door", value = "value == true" }}
+if = {{ modes = ["armed_away", "armed_stay", "armed_night"] }}
+then = [{{ raise = {{ severity = "high", title = "Door of {device} opened while armed" }} }}]
 "#
     )
 }
@@ -444,9 +442,23 @@ impl ApiClient {
 
     /// POST a JSON body; returns the status and the JSON body.
     pub async fn post(&self, path: &str, body: &Json) -> anyhow::Result<(u16, Json)> {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    /// PUT a JSON body; returns the status and the JSON body.
+    pub async fn put(&self, path: &str, body: &Json) -> anyhow::Result<(u16, Json)> {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Json,
+    ) -> anyhow::Result<(u16, Json)> {
         let response = self
             .http
-            .post(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .json(body)
             .send()

@@ -22,7 +22,7 @@ fn check_config_accepts_the_shipped_example() -> anyhow::Result<()> {
     let (code, stdout, _) = run(&["check-config", example])?;
     assert_eq!(code, 0);
     assert!(stdout.contains("is valid"), "{stdout}");
-    assert!(stdout.contains("4 points"), "{stdout}");
+    assert!(stdout.contains("5 points"), "{stdout}");
     Ok(())
 }
 
@@ -45,10 +45,8 @@ id = "a"
 name = "A again"
 [[rules]]
 id = "r"
-title = "R"
-severity = "high"
-point = "nowhere"
-when = { above = 1.0 }
+when.event = { point = "nowhere" }
+then = [{ raise = { severity = "high", title = "R" } }]
 "#,
     )?;
     let (code, _, stderr) = run(&["check-config", &file.display().to_string()])?;
@@ -58,7 +56,8 @@ when = { above = 1.0 }
         stderr.contains("broken.toml:10:6: zone `a` is defined twice"),
         "{stderr}"
     );
-    assert!(stderr.contains("broken.toml:16:9:"), "{stderr}");
+    assert!(stderr.contains("broken.toml:14:24:"), "{stderr}");
+    assert!(stderr.contains("nowhere"), "{stderr}");
 
     std::fs::write(&file, "[site]\nid = \"s\"\nname = \"S\"\nsurprise = 1\n")?;
     let (code, _, stderr) = run(&["check-config", &file.display().to_string()])?;
@@ -107,8 +106,95 @@ fn token_prints_a_token_and_the_matching_config_entry() -> anyhow::Result<()> {
 fn help_describes_every_command() -> anyhow::Result<()> {
     let (code, stdout, _) = run(&["--help"])?;
     assert_eq!(code, 0);
-    for command in ["run", "check-config", "token"] {
+    for command in ["run", "check-config", "token", "claim", "rules"] {
         assert!(stdout.contains(command), "{stdout}");
     }
+    Ok(())
+}
+
+/// A door observation of the example site, `second` seconds into the recording.
+fn door_event(seq: u64, second: i64, open: bool) -> String {
+    use gatehouse_protocol::{DeviceId, Event, EventBody, PointId, Quality, Value};
+    let at = jiff::Timestamp::from_second(1_790_000_000 + second).unwrap_or_default();
+    let event = Event {
+        seq,
+        recorded_at: at,
+        body: EventBody::Observation {
+            device: DeviceId::new("lobby-io").unwrap_or_else(|e| panic!("{e}")),
+            point: PointId::new("lobby.door.open").unwrap_or_else(|e| panic!("{e}")),
+            zone: None,
+            value: Some(Value::Bool(open)),
+            quality: Quality::Good,
+            observed_at: at,
+        },
+    };
+    serde_json::to_string(&event).unwrap_or_default()
+}
+
+#[test]
+fn rules_test_replays_recorded_events_and_says_what_fired() -> anyhow::Result<()> {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../edge-agent/examples/site.toml"
+    );
+    let folder = tempfile::tempdir()?;
+    let events = folder.path().join("recorded.jsonl");
+    // The door opens in the armed lobby and stays open: the entry delay (30 s) runs out, then
+    // the door has been held open for a minute.
+    std::fs::write(
+        &events,
+        [door_event(1, 0, false), door_event(2, 5, true)].join("\n") + "\n",
+    )?;
+    let events = events.display().to_string();
+    let (code, stdout, stderr) = run(&[
+        "rules",
+        "test",
+        "--config",
+        example,
+        "--events",
+        &events,
+        "--continue-for",
+        "3m",
+    ])?;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].contains("rule lobby-intrusion: entry delay in zone lobby"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("rule lobby-intrusion: incident 1 opened: high \"Intrusion: lobby.door.open opened in lobby\""),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("rule lobby-door-held: incident 2 opened"),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].contains("rule lobby-intrusion: incident 1 escalated (step 1) to critical"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("replayed 2 events: 2 incidents, 0 commands; actions by rule: lobby-door-held ×1, lobby-intrusion ×2"),
+        "{stdout}"
+    );
+
+    // Without the extra time, the entry delay has not run out when the recording ends.
+    let (_, stdout, _) = run(&["rules", "test", "--config", example, "--events", &events])?;
+    assert!(stdout.contains("0 incidents"), "{stdout}");
+
+    // A broken line is refused with its number; nothing is half-reported as a success.
+    let broken = folder.path().join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        format!("{}\n{{\"seq\": 2}}\n", door_event(1, 0, true)),
+    )?;
+    let broken = broken.display().to_string();
+    let (code, _, stderr) = run(&["rules", "test", "--config", example, "--events", &broken])?;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("broken.jsonl: line 2: not an event"),
+        "{stderr}"
+    );
     Ok(())
 }

@@ -105,6 +105,7 @@ fn incident(seq: u64, state: IncidentState) -> anyhow::Result<pb::Record> {
                 state,
                 opened_at: now,
                 evidence: Vec::new(),
+                escalations: 0,
                 acknowledged: None,
                 resolved: None,
             }),

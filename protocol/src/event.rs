@@ -7,6 +7,7 @@ use crate::command::CommandOutcome;
 use crate::ids::{DeviceId, PointId, ZoneId};
 use crate::incident::{Incident, IncidentChange};
 use crate::value::{Quality, Value};
+use crate::zone::ZoneMode;
 
 /// One committed journal record.
 ///
@@ -58,6 +59,16 @@ pub enum EventBody {
         change: IncidentChange,
         incident: Box<Incident>,
     },
+    /// A zone was armed or disarmed (by a person, a rule or a schedule).
+    ZoneMode {
+        zone: ZoneId,
+        mode: ZoneMode,
+        /// When an armed mode takes effect: the end of the exit delay.
+        #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+        effective_at: Timestamp,
+        /// An operator's name, `rule:<id>` or `schedule:<id>`.
+        by: String,
+    },
 }
 
 impl EventBody {
@@ -67,6 +78,7 @@ impl EventBody {
             EventBody::DeviceStatus { .. } => EventKind::DeviceStatus,
             EventBody::Command { .. } => EventKind::Command,
             EventBody::Incident { .. } => EventKind::Incident,
+            EventBody::ZoneMode { .. } => EventKind::ZoneMode,
         }
     }
 
@@ -75,14 +87,16 @@ impl EventBody {
             EventBody::Observation { device, .. }
             | EventBody::DeviceStatus { device, .. }
             | EventBody::Command { device, .. } => Some(device),
-            EventBody::Incident { .. } => None,
+            EventBody::Incident { .. } | EventBody::ZoneMode { .. } => None,
         }
     }
 
     pub fn point(&self) -> Option<&PointId> {
         match self {
             EventBody::Observation { point, .. } | EventBody::Command { point, .. } => Some(point),
-            EventBody::DeviceStatus { .. } | EventBody::Incident { .. } => None,
+            EventBody::DeviceStatus { .. }
+            | EventBody::Incident { .. }
+            | EventBody::ZoneMode { .. } => None,
         }
     }
 }
@@ -96,14 +110,16 @@ pub enum EventKind {
     DeviceStatus,
     Command,
     Incident,
+    ZoneMode,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Observation,
         EventKind::DeviceStatus,
         EventKind::Command,
         EventKind::Incident,
+        EventKind::ZoneMode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +128,7 @@ impl EventKind {
             EventKind::DeviceStatus => "device_status",
             EventKind::Command => "command",
             EventKind::Incident => "incident",
+            EventKind::ZoneMode => "zone_mode",
         }
     }
 }
@@ -123,7 +140,7 @@ impl std::str::FromStr for EventKind {
             .into_iter()
             .find(|kind| kind.as_str() == text)
             .ok_or_else(|| {
-                format!("unknown event kind `{text}`: expected observation, device_status, command or incident")
+                format!("unknown event kind `{text}`: expected observation, device_status, command, incident or zone_mode")
             })
     }
 }

@@ -70,6 +70,10 @@ impl std::str::FromStr for IncidentState {
 #[serde(rename_all = "snake_case")]
 pub enum IncidentChange {
     Opened,
+    /// Another trigger of the same rule and zone added its evidence.
+    EvidenceAdded,
+    /// An escalation step ran: the incident stayed unacknowledged too long.
+    Escalated,
     Acknowledged,
     Resolved,
 }
@@ -109,6 +113,9 @@ pub struct Incident {
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub opened_at: Timestamp,
     pub evidence: Vec<Evidence>,
+    /// How many escalation steps have run.
+    #[serde(default)]
+    pub escalations: u32,
     pub acknowledged: Option<Transition>,
     pub resolved: Option<Transition>,
 }
@@ -123,6 +130,14 @@ pub enum LifecycleError {
 }
 
 impl Incident {
+    /// Records an escalation step; a step that names a severity sets it.
+    pub fn escalate(&mut self, severity: Option<Severity>) {
+        self.escalations = self.escalations.saturating_add(1);
+        if let Some(severity) = severity {
+            self.severity = severity;
+        }
+    }
+
     /// open → acknowledged.
     pub fn acknowledge(&mut self, transition: Transition) -> Result<(), LifecycleError> {
         match self.state {
@@ -173,6 +188,7 @@ mod tests {
             state: IncidentState::Open,
             opened_at: Timestamp::UNIX_EPOCH,
             evidence: vec![],
+            escalations: 0,
             acknowledged: None,
             resolved: None,
         }

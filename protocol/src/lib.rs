@@ -11,6 +11,7 @@
 //! - [`event`]: [`Event`], the unit the journal stores and the stream delivers.
 //! - [`incident`]: [`Incident`], its [`Severity`] and lifecycle.
 //! - [`command`]: a write to a device point requested through the API.
+//! - [`zone`]: a zone's arming [`ZoneMode`].
 //! - [`wire`]: the Protocol Buffers contract between appliance and relay (`proto/`), its
 //!   MQTT topics and the conversions to and from the types above.
 
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod incident;
 pub mod value;
 pub mod wire;
+pub mod zone;
 
 pub use command::{CommandOutcome, CommandRequest};
 pub use event::{DeviceStatus, Event, EventBody, EventKind};
@@ -30,3 +32,4 @@ pub use incident::{
     Evidence, Incident, IncidentChange, IncidentState, LifecycleError, Severity, Transition,
 };
 pub use value::{Quality, Value};
+pub use zone::ZoneMode;

@@ -14,6 +14,7 @@ use crate::event::{DeviceStatus, Event, EventBody};
 use crate::ids::{ApplianceId, IdError};
 use crate::incident::{Evidence, Incident, IncidentChange, IncidentState, Severity, Transition};
 use crate::value::{Quality, Value};
+use crate::zone::ZoneMode;
 
 /// The generated wire types.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -287,6 +288,7 @@ impl From<&Incident> for pb::Incident {
                 .collect(),
             acknowledged: incident.acknowledged.as_ref().map(pb::Transition::from),
             resolved: incident.resolved.as_ref().map(pb::Transition::from),
+            escalations: incident.escalations,
         }
     }
 }
@@ -332,6 +334,7 @@ impl TryFrom<pb::Incident> for Incident {
             state,
             opened_at: timestamp("incident.opened_at_us", incident.opened_at_us)?,
             evidence,
+            escalations: incident.escalations,
             acknowledged: incident
                 .acknowledged
                 .map(Transition::try_from)
@@ -398,11 +401,33 @@ impl From<&Event> for pb::Event {
                 Body::Incident(pb::IncidentRecord {
                     change: match change {
                         IncidentChange::Opened => Change::Opened,
+                        IncidentChange::EvidenceAdded => Change::EvidenceAdded,
+                        IncidentChange::Escalated => Change::Escalated,
                         IncidentChange::Acknowledged => Change::Acknowledged,
                         IncidentChange::Resolved => Change::Resolved,
                     }
                     .into(),
                     incident: Some(incident.as_ref().into()),
+                })
+            }
+            EventBody::ZoneMode {
+                zone,
+                mode,
+                effective_at,
+                by,
+            } => {
+                use pb::zone_mode_change::Mode;
+                Body::ZoneMode(pb::ZoneModeChange {
+                    zone: zone.to_string(),
+                    mode: match mode {
+                        ZoneMode::Disarmed => Mode::Disarmed,
+                        ZoneMode::ArmedAway => Mode::ArmedAway,
+                        ZoneMode::ArmedStay => Mode::ArmedStay,
+                        ZoneMode::ArmedNight => Mode::ArmedNight,
+                    }
+                    .into(),
+                    effective_at_us: micros(*effective_at),
+                    by: by.clone(),
                 })
             }
         };
@@ -460,6 +485,8 @@ impl TryFrom<pb::Event> for Event {
                 let change = match known("incident.change", i.change, |v| Change::try_from(v).ok())?
                 {
                     Change::Opened => IncidentChange::Opened,
+                    Change::EvidenceAdded => IncidentChange::EvidenceAdded,
+                    Change::Escalated => IncidentChange::Escalated,
                     Change::Acknowledged => IncidentChange::Acknowledged,
                     Change::Resolved => IncidentChange::Resolved,
                 };
@@ -467,6 +494,20 @@ impl TryFrom<pb::Event> for Event {
                 EventBody::Incident {
                     change,
                     incident: Box::new(incident.try_into()?),
+                }
+            }
+            Body::ZoneMode(z) => {
+                use pb::zone_mode_change::Mode;
+                EventBody::ZoneMode {
+                    zone: id("zone_mode.zone", z.zone)?,
+                    mode: match known("zone_mode.mode", z.mode, |v| Mode::try_from(v).ok())? {
+                        Mode::Disarmed => ZoneMode::Disarmed,
+                        Mode::ArmedAway => ZoneMode::ArmedAway,
+                        Mode::ArmedStay => ZoneMode::ArmedStay,
+                        Mode::ArmedNight => ZoneMode::ArmedNight,
+                    },
+                    effective_at: timestamp("zone_mode.effective_at_us", z.effective_at_us)?,
+                    by: z.by,
                 }
             }
         };

@@ -1214,6 +1214,7 @@ mod tests {
                     state,
                     opened_at: now,
                     evidence: Vec::new(),
+                    escalations: 0,
                     acknowledged: None,
                     resolved: None,
                 }),

@@ -27,39 +27,13 @@
 
 use gatehouse_protocol::{DeviceId, PointId, RuleId, Severity, ZoneId};
 use jiff::SignedDuration;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use toml::Spanned;
 
 pub use crate::schedule::ScheduleConfig;
 
-/// A zone's arming mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Disarmed,
-    /// Nobody inside: every sensor of the zone counts.
-    ArmedAway,
-    /// People inside: perimeter sensors count, interior ones usually do not.
-    ArmedStay,
-    /// Night: like stay, with the rules a site picks for the night.
-    ArmedNight,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Disarmed => "disarmed",
-            Mode::ArmedAway => "armed_away",
-            Mode::ArmedStay => "armed_stay",
-            Mode::ArmedNight => "armed_night",
-        }
-    }
-
-    pub fn is_armed(self) -> bool {
-        self != Mode::Disarmed
-    }
-}
+/// A zone's arming mode (shared with the journal's `zone_mode` events).
+pub use gatehouse_protocol::ZoneMode as Mode;
 
 /// A zone: an area armed and disarmed as one.
 #[derive(Debug, Clone, Deserialize)]

@@ -5,11 +5,13 @@
 //! the events, runs every deadline at its own time, opens an incident for each new
 //! [`Raise`](crate::engine::Raise) (ids 1, 2, ...) and adds the evidence of a raise that names
 //! one, and feeds each incident's event back to the engine. Commands, clips and modes are only
-//! reported. Incident events in the input are skipped: the replay makes its own.
+//! reported. Incident events in the input are skipped: the replay makes its own; so are zone
+//! mode changes made by rules and schedules. A zone mode change a person made is replayed as
+//! that person's request.
 
 use std::collections::BTreeMap;
 
-use gatehouse_protocol::incident::{Evidence, Incident, IncidentChange, IncidentState};
+use gatehouse_protocol::incident::{Incident, IncidentChange, IncidentState};
 use gatehouse_protocol::{Event, EventBody};
 use jiff::Timestamp;
 
@@ -82,16 +84,31 @@ impl Replay {
         outcomes
     }
 
-    /// Replays an event at `at` (the deadlines before it first). An incident event is
-    /// skipped.
+    /// Replays an event at `at` (the deadlines before it first). An incident event, and a
+    /// mode change a rule or a schedule made, are skipped: the replay makes its own.
     pub fn event(&mut self, body: EventBody, at: Timestamp) -> Vec<Outcome> {
-        if matches!(body, EventBody::Incident { .. }) {
-            return Vec::new();
+        match &body {
+            EventBody::Incident { .. } => Vec::new(),
+            EventBody::ZoneMode { by, .. }
+                if by.starts_with("rule:") || by.starts_with("schedule:") =>
+            {
+                Vec::new()
+            }
+            EventBody::ZoneMode { zone, mode, by, .. } => {
+                let mut outcomes = self.advance(at);
+                // A zone this site no longer has: nothing to replay.
+                if let Ok(outputs) = self.engine.set_mode(zone, *mode, by, self.now) {
+                    outcomes.extend(self.apply(outputs));
+                }
+                outcomes
+            }
+            _ => {
+                let mut outcomes = self.advance(at);
+                let outputs = self.journal(body);
+                outcomes.extend(self.apply(outputs));
+                outcomes
+            }
         }
-        let mut outcomes = self.advance(at);
-        let outputs = self.journal(body);
-        outcomes.extend(self.apply(outputs));
-        outcomes
     }
 
     /// Moves to a newly compiled site at `at`, keeping the state (see [`Engine::reload`]).
@@ -130,6 +147,14 @@ impl Replay {
         for output in outputs {
             let raised = match &output {
                 Output::Raise(raise) => Some(self.raise(raise)),
+                Output::Escalate {
+                    incident, severity, ..
+                } => {
+                    if let Some(incident) = self.incidents.get_mut(incident) {
+                        incident.escalate(*severity);
+                    }
+                    None
+                }
                 _ => None,
             };
             outcomes.push(Outcome {
@@ -155,34 +180,14 @@ impl Replay {
     /// Opens an incident for a raise, or adds its evidence to the one it names. Says which,
     /// and whether it is new.
     fn raise(&mut self, raise: &crate::engine::Raise) -> (u64, bool) {
-        let evidence = Evidence {
-            seq: raise.evidence.seq,
-            point: raise.evidence.point.clone(),
-            value: raise.evidence.value.clone(),
-            at: raise.evidence.at,
-        };
         if let Some(id) = raise.attach_to
             && let Some(incident) = self.incidents.get_mut(&id)
         {
-            incident.evidence.push(evidence);
+            incident.evidence.push(raise.evidence());
             return (id, false);
         }
         let id = self.incidents.len() as u64 + 1;
-        self.incidents.insert(
-            id,
-            Incident {
-                id,
-                rule: raise.rule.clone(),
-                title: raise.title.clone(),
-                severity: raise.severity,
-                zone: raise.zone.clone(),
-                state: IncidentState::Open,
-                opened_at: self.now,
-                evidence: vec![evidence],
-                acknowledged: None,
-                resolved: None,
-            },
-        );
+        self.incidents.insert(id, raise.incident(id, self.now));
         (id, true)
     }
 

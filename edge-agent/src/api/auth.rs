@@ -26,9 +26,9 @@ use crate::config::UserConfig;
 pub enum Role {
     /// Everything.
     Admin,
-    /// Read, handle incidents, command devices.
+    /// Read, handle incidents, arm zones, bypass points, command devices.
     Integrator,
-    /// Read and handle incidents.
+    /// Read, handle incidents, arm and disarm zones.
     Guard,
 }
 
@@ -37,6 +37,10 @@ pub enum Role {
 pub enum Permission {
     ReadState,
     HandleIncidents,
+    /// Arm and disarm zones.
+    ArmZones,
+    /// Take a sensor out of the alarm system until its zone is next disarmed.
+    BypassPoints,
     CommandDevices,
     ReadMetrics,
 }
@@ -47,7 +51,10 @@ impl Role {
             (Role::Admin, _) => true,
             (Role::Integrator, Permission::ReadMetrics) => false,
             (Role::Integrator, _) => true,
-            (Role::Guard, Permission::ReadState | Permission::HandleIncidents) => true,
+            (
+                Role::Guard,
+                Permission::ReadState | Permission::HandleIncidents | Permission::ArmZones,
+            ) => true,
             (Role::Guard, _) => false,
         }
     }
@@ -156,13 +163,20 @@ mod tests {
     fn roles_grant_what_the_table_says() {
         use Permission::*;
         let table = [
-            (Role::Admin, [true, true, true, true]),
-            (Role::Integrator, [true, true, true, false]),
-            (Role::Guard, [true, true, false, false]),
+            (Role::Admin, [true, true, true, true, true, true]),
+            (Role::Integrator, [true, true, true, true, true, false]),
+            (Role::Guard, [true, true, true, false, false, false]),
         ];
         for (role, expected) in table {
-            let got =
-                [ReadState, HandleIncidents, CommandDevices, ReadMetrics].map(|p| role.allows(p));
+            let got = [
+                ReadState,
+                HandleIncidents,
+                ArmZones,
+                BypassPoints,
+                CommandDevices,
+                ReadMetrics,
+            ]
+            .map(|p| role.allows(p));
             assert_eq!(got, expected, "{role:?}");
         }
     }

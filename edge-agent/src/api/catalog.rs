@@ -55,10 +55,11 @@ struct DeviceDescription {
     address: String,
 }
 
-/// The devices and points of the site, in config order.
+/// The devices, points and zones of the site, in config order.
 pub struct Catalog {
     devices: Vec<DeviceDescription>,
     points: Vec<PointDescription>,
+    zones: Vec<(ZoneId, String)>,
 }
 
 impl Catalog {
@@ -66,6 +67,11 @@ impl Catalog {
         let mut catalog = Catalog {
             devices: Vec::new(),
             points: Vec::new(),
+            zones: config
+                .zones
+                .iter()
+                .map(|zone| (zone.id.get_ref().clone(), zone.name.clone()))
+                .collect(),
         };
         for device in &config.modbus.devices {
             catalog.devices.push(DeviceDescription {
@@ -141,6 +147,19 @@ impl Catalog {
             .iter()
             .find(|p| &p.id == point)
             .map(|p| (&p.device, p.writable))
+    }
+
+    /// Every zone's id and name.
+    pub fn zones(&self) -> impl Iterator<Item = (&ZoneId, &str)> {
+        self.zones.iter().map(|(id, name)| (id, name.as_str()))
+    }
+
+    /// The zone of a point, if it has one.
+    pub fn point_zone(&self, point: &PointId) -> Option<&ZoneId> {
+        self.points
+            .iter()
+            .find(|p| &p.id == point)
+            .and_then(|p| p.zone.as_ref())
     }
 
     pub fn has_device(&self, id: &DeviceId) -> bool {

@@ -108,6 +108,7 @@ pub struct CommandResponse {
     request_body = CommandRequest,
     responses((status = 200, body = CommandResponse), (status = 400, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "refused by the life-safety interlock", body = super::error::ErrorBody),
         (status = 502, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody),
         (status = 504, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -138,6 +139,20 @@ pub async fn command(
                 request.point
             )));
         }
+    }
+    // The life-safety interlock has the last word, whoever asks.
+    if let Err(refusal) = state
+        .journal
+        .check_command(request.point.clone(), request.value.clone())
+        .await?
+    {
+        tracing::warn!(user = %principal.name, point = %request.point, %refusal,
+            "command refused by the interlock");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "interlock",
+            refusal.to_string(),
+        ));
     }
     let (reply, outcome) = oneshot::channel();
     let envelope = CommandEnvelope {

@@ -13,6 +13,7 @@ mod events;
 mod incidents;
 mod stream;
 mod system;
+mod zones;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +64,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/devices/{id}/commands", post(devices::command))
         .route("/api/v1/points", get(devices::list_points))
         .route("/api/v1/points/{id}", get(devices::get_point))
+        .route("/api/v1/points/{id}/bypass", put(zones::bypass))
+        .route("/api/v1/zones", get(zones::list_zones))
+        .route("/api/v1/zones/{id}/mode", put(zones::set_mode))
+        .route("/api/v1/rules/status", get(zones::rules_status))
         .route("/api/v1/events", get(events::list_events))
+        .route("/api/v1/events/export", get(events::export_events))
         .route("/api/v1/incidents", get(incidents::list_incidents))
         .route("/api/v1/incidents/{id}", get(incidents::get_incident))
         .route("/api/v1/incidents/{id}/ack", post(incidents::acknowledge))

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{Permission, Principal};
 use super::error::{ApiError, Json};
-use super::{ApiState, devices, events, incidents, stream};
+use super::{ApiState, devices, events, incidents, stream, zones};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -92,7 +92,8 @@ impl Modify for BearerAuth {
         health, openapi,
         devices::list_devices, devices::get_device, devices::command,
         devices::list_points, devices::get_point,
-        events::list_events,
+        events::list_events, events::export_events,
+        zones::list_zones, zones::set_mode, zones::bypass, zones::rules_status,
         incidents::list_incidents, incidents::get_incident, incidents::acknowledge, incidents::resolve,
         stream::stream,
     ),

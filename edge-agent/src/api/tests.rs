@@ -376,3 +376,121 @@ async fn the_openapi_document_describes_the_routes_and_bearer_auth() {
     );
     assert!(doc["components"]["schemas"]["Event"].is_object());
 }
+
+async fn put(app: &Router, uri: &str, token: &str, body: &str) -> (StatusCode, Json) {
+    call(app, Method::PUT, uri, Some(token), Some(body)).await
+}
+
+#[tokio::test]
+async fn guards_arm_and_disarm_zones_and_integrators_bypass_points() {
+    let f = fixture().await;
+    let (status, zones) = get(&f.app, "/api/v1/zones", "guard").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(zones[0]["id"], "lobby");
+    assert_eq!(zones[0]["mode"], "armed_away");
+    assert_eq!(zones[0]["armed"], true);
+
+    let disarm = r#"{"mode": "disarmed"}"#;
+    let (status, zone) = put(&f.app, "/api/v1/zones/lobby/mode", "guard", disarm).await;
+    assert_eq!(status, StatusCode::OK, "{zone}");
+    assert_eq!(
+        (zone["mode"].clone(), zone["armed"].clone()),
+        (json!("disarmed"), json!(false))
+    );
+    let (status, body) = put(&f.app, "/api/v1/zones/attic/mode", "guard", disarm).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = put(
+        &f.app,
+        "/api/v1/zones/lobby/mode",
+        "guard",
+        r#"{"mode": "party"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("party"),
+        "{body}"
+    );
+
+    let bypass = r#"{"bypassed": true}"#;
+    let (status, _) = put(&f.app, "/api/v1/points/door/bypass", "guard", bypass).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = put(&f.app, "/api/v1/points/door/bypass", "integrator", bypass).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = put(
+        &f.app,
+        "/api/v1/points/nothing/bypass",
+        "integrator",
+        bypass,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, rules) = get(&f.app, "/api/v1/rules/status", "guard").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rules["bypassed"], json!(["door"]));
+    assert_eq!(rules["zones"][0]["bypassed"], json!(["door"]));
+    assert_eq!(
+        (rules["rules"].clone(), rules["interlock"].clone()),
+        (json!(2), json!(false))
+    );
+
+    // The change is journaled with who made it.
+    let (_, events) = get(&f.app, "/api/v1/events?kind=zone_mode", "guard").await;
+    assert_eq!(events["items"][0]["mode"], "disarmed");
+    assert_eq!(events["items"][0]["by"], "guard");
+}
+
+#[tokio::test]
+async fn while_the_fire_interlock_holds_nobody_may_lock_an_egress_door() {
+    let f = fixture().await;
+    f.journal
+        .handle
+        .append_committed(observation("fire", Value::Bool(true)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lock = r#"{"point": "strike", "value": true}"#;
+    let (status, body) = post(&f.app, "/api/v1/devices/plc/commands", "admin", lock).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "interlock");
+    // Unlocking is still allowed (it fails here only because the device is offline).
+    let unlock = r#"{"point": "strike", "value": false}"#;
+    let (status, body) = post(&f.app, "/api/v1/devices/plc/commands", "admin", unlock).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let (_, rules) = get(&f.app, "/api/v1/rules/status", "guard").await;
+    assert_eq!(rules["interlock"], true);
+}
+
+#[tokio::test]
+async fn events_export_as_json_lines_oldest_first() {
+    let f = fixture().await;
+    for value in [1, 2, 3] {
+        f.journal
+            .handle
+            .append_committed(observation("door", Value::Bool(value % 2 == 1)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (status, body) = get(&f.app, "/api/v1/events/export", "guard").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body
+        .as_str()
+        .unwrap_or_else(|| panic!("not JSON Lines: {body}"));
+    let events: Vec<gatehouse_protocol::Event> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    assert!(events.len() >= 4, "{text}");
+    assert!(events.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+    let (_, body) = get(
+        &f.app,
+        "/api/v1/events/export?limit=2&kind=observation",
+        "guard",
+    )
+    .await;
+    assert_eq!(body.as_str().map(|t| t.lines().count()), Some(2), "{body}");
+    let (status, body) = get(&f.app, "/api/v1/events/export?limit=0", "guard").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

@@ -9,8 +9,10 @@
 //!   published, and broadcast to the stream. So whatever a client was ever shown survives a
 //!   kill -9 of the agent.
 //! - **Incidents change in the same transaction as the event that caused them.** A rule that
-//!   fires on an event opens its incident in that event's transaction, so a crash never leaves
-//!   an alarm-worthy event without its incident, or an incident without its evidence.
+//!   fires on an event opens its incident (or adds evidence, or escalates it, or changes a
+//!   zone's mode) in that event's transaction, with the rules' saved state, so a crash never
+//!   leaves an alarm-worthy event without its incident, an incident without its evidence, or
+//!   a timer forgotten (see [`rules`]).
 //! - **Batching.** The writer takes everything waiting (up to `batch_max_events`) into one
 //!   transaction: one fsync serves many events when busy, and an idle agent commits at once.
 //! - **`seq` is never reused** (`AUTOINCREMENT`), even after retention deletes every row, so a
@@ -19,10 +21,11 @@
 //! # On-disk layout
 //! `events(seq, recorded_at µs, kind, device, point, body JSON)` with indexes on time, device
 //! and point; `incidents(id, state, opened_at µs, body JSON)` holding each incident's current
-//! state. The schema version is `PRAGMA user_version`; migrations run at open.
+//! state; `rule_state` holding the rules engine's saved state (one row). The schema version is `PRAGMA user_version`; migrations run at open.
 
 mod checkpoint;
 pub mod query;
+pub mod rules;
 mod writer;
 
 use std::path::Path;
@@ -96,6 +99,15 @@ INSERT INTO outbox_state (id, acked, dropped) VALUES (1, 0, 0);
     // uplink::outbox::bind).
     r#"
 ALTER TABLE outbox_state ADD COLUMN appliance TEXT;
+"#,
+    // 4: the rules engine's state (timers, zone modes, entry delays), saved with the batch
+    // that changed it (see journal/rules.rs).
+    r#"
+CREATE TABLE rule_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    saved_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
 "#,
 ];
 

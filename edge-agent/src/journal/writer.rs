@@ -5,17 +5,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse_protocol::{
-    Event, EventBody, Incident, IncidentChange, IncidentState, LifecycleError, Transition,
+    Event, EventBody, Incident, IncidentChange, LifecycleError, PointId, Transition, Value, ZoneId,
+    ZoneMode,
 };
+use gatehouse_rules::Engine;
+use gatehouse_rules::engine::Refusal;
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{self, Checkpointer};
+use super::rules::RuleDriver;
 use super::{JournalError, from_micros, to_micros};
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::rules::{Firing, Rules};
 use crate::uplink::outbox;
 
 /// How the writer batches and trims.
@@ -67,6 +70,29 @@ enum Request {
         up_to: u64,
         reply: oneshot::Sender<u64>,
     },
+    /// Starts the rules engine (the writer's first request).
+    StartRules,
+    /// A rules deadline may have come.
+    Tick,
+    SetMode {
+        zone: ZoneId,
+        mode: ZoneMode,
+        by: String,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    Bypass {
+        point: PointId,
+        on: bool,
+        by: String,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    CheckCommand {
+        point: PointId,
+        value: Value,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// The config changed: the newly compiled site takes over the state.
+    Reload(Box<Engine>),
 }
 
 /// The way into the journal; cheap to clone.
@@ -137,12 +163,75 @@ impl JournalHandle {
         self.send(Request::Maintain { reply }).await?;
         answer.await.map_err(|_| JournalError::Closed)?
     }
+
+    /// Runs the rules' deadlines that have come.
+    pub async fn tick(&self) -> Result<(), JournalError> {
+        self.send(Request::Tick).await
+    }
+
+    /// Arms or disarms a zone on a person's request (`by`); returns once the change is
+    /// committed.
+    pub async fn set_mode(
+        &self,
+        zone: ZoneId,
+        mode: ZoneMode,
+        by: String,
+    ) -> Result<Result<(), Refusal>, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::SetMode {
+            zone,
+            mode,
+            by,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| JournalError::Closed)
+    }
+
+    /// Bypasses a point (or ends its bypass) until its zone is next disarmed.
+    pub async fn bypass(
+        &self,
+        point: PointId,
+        on: bool,
+        by: String,
+    ) -> Result<Result<(), Refusal>, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Bypass {
+            point,
+            on,
+            by,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| JournalError::Closed)
+    }
+
+    /// Whether the rules allow a command now (the life-safety interlock may refuse it).
+    pub async fn check_command(
+        &self,
+        point: PointId,
+        value: Value,
+    ) -> Result<Result<(), Refusal>, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::CheckCommand {
+            point,
+            value,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| JournalError::Closed)
+    }
+
+    /// Hands a newly compiled site to the rules; its state carries over.
+    pub async fn reload_rules(&self, engine: Engine) -> Result<(), JournalError> {
+        self.send(Request::Reload(Box::new(engine))).await
+    }
 }
 
 /// Owns the write connection; runs on its own thread until every handle is dropped.
 pub struct Writer {
     connection: Connection,
-    rules: Rules,
+    rules: RuleDriver,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     settings: WriterSettings,
@@ -158,6 +247,10 @@ enum Outcome {
     Maintain,
     /// Rows removed from the outbox by an acknowledgement.
     OutboxAcked(u64),
+    /// The answer to a request to the rules.
+    Rules(Result<(), Refusal>),
+    /// Nothing to answer.
+    Done,
     /// A permanent error: the request is refused, the rest of the batch goes on.
     Rejected(JournalError),
 }
@@ -194,7 +287,7 @@ fn is_disk_full(error: &JournalError) -> bool {
 impl Writer {
     pub fn new(
         connection: Connection,
-        rules: Rules,
+        rules: RuleDriver,
         live: Arc<Live>,
         metrics: Arc<Metrics>,
         settings: WriterSettings,
@@ -258,6 +351,8 @@ impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
         let max = self.settings.batch_max_events.max(1);
         let mut batch = Vec::with_capacity(max);
+        batch.push(Request::StartRules);
+        self.process(&mut batch);
         while let Some(first) = receiver.blocking_recv() {
             batch.push(first);
             while batch.len() < max {
@@ -328,6 +423,14 @@ impl Writer {
                 (Request::OutboxAck { reply, .. }, Outcome::OutboxAcked(removed)) => {
                     let _ = reply.send(removed);
                 }
+                (
+                    Request::SetMode { reply, .. }
+                    | Request::Bypass { reply, .. }
+                    | Request::CheckCommand { reply, .. },
+                    Outcome::Rules(answer),
+                ) => {
+                    let _ = reply.send(answer);
+                }
                 // An append nobody waits for, or one rejected (its waiter sees Closed).
                 _ => {}
             }
@@ -371,7 +474,6 @@ impl Writer {
     fn commit_with_retry(&mut self, batch: &[Request]) -> Result<Committed, JournalError> {
         let mut delay = Duration::from_millis(50);
         loop {
-            let saved_rules = self.rules.clone();
             let started = Instant::now();
             match self.commit(batch) {
                 Ok(committed) => {
@@ -379,10 +481,13 @@ impl Writer {
                         .journal_commit_seconds
                         .observe(started.elapsed().as_secs_f64());
                     self.live.set_journal_failing(None);
+                    self.rules.committed();
                     return Ok(committed);
                 }
                 Err(error) => {
-                    self.rules = saved_rules;
+                    if let Err(error) = self.rules.rolled_back(&self.connection) {
+                        tracing::error!(%error, "cannot rebuild the rules' state after a failed batch; it may be behind");
+                    }
                     if !is_transient(&error) {
                         return Err(error);
                     }
@@ -408,20 +513,12 @@ impl Writer {
         let transaction = self.connection.transaction()?;
         let mut committed = Committed::default();
         for request in batch {
+            let events = &mut committed.events;
             let outcome = match request {
                 Request::Append { body, .. } => {
                     let event = insert_event(&transaction, recorded_at, body.clone())?;
                     let seq = event.seq;
-                    let firings = self.rules.evaluate(&event);
-                    committed.events.push(event);
-                    for firing in firings {
-                        let (incident, event) = open_incident(&transaction, recorded_at, firing)?;
-                        tracing::warn!(incident = incident.id, rule = %incident.rule,
-                            severity = incident.severity.as_str(), title = %incident.title,
-                            "incident opened");
-                        self.metrics.incidents_opened.inc();
-                        committed.events.push(event);
-                    }
+                    self.rules.feed(&transaction, event, events)?;
                     Outcome::Appended(seq)
                 }
                 Request::Incident {
@@ -429,21 +526,60 @@ impl Writer {
                     action,
                     transition,
                     ..
-                } => {
-                    let result =
-                        change_incident(&transaction, recorded_at, *id, *action, transition)?;
-                    Outcome::Incident(result.map(|(incident, event)| {
-                        committed.events.push(event);
-                        incident
-                    }))
-                }
+                } => match change_incident(&transaction, recorded_at, *id, *action, transition)? {
+                    Ok((incident, event)) => {
+                        self.rules.feed(&transaction, event, events)?;
+                        Outcome::Incident(Ok(incident))
+                    }
+                    Err(refused) => Outcome::Incident(Err(refused)),
+                },
                 Request::Maintain { .. } => Outcome::Maintain,
                 Request::OutboxAck { up_to, .. } => {
                     Outcome::OutboxAcked(outbox::acknowledge(&transaction, *up_to)?)
                 }
+                Request::StartRules => {
+                    self.rules.start(&transaction, recorded_at, events)?;
+                    Outcome::Done
+                }
+                Request::Tick => {
+                    let outputs = self.rules.engine_mut().advance(recorded_at);
+                    self.rules
+                        .apply(&transaction, recorded_at, outputs, events)?;
+                    Outcome::Done
+                }
+                Request::SetMode { zone, mode, by, .. } => {
+                    let changed = self
+                        .rules
+                        .engine_mut()
+                        .set_mode(zone, *mode, by, recorded_at);
+                    match changed {
+                        Ok(outputs) => {
+                            self.rules
+                                .apply(&transaction, recorded_at, outputs, events)?;
+                            Outcome::Rules(Ok(()))
+                        }
+                        Err(refused) => Outcome::Rules(Err(refused)),
+                    }
+                }
+                Request::Bypass { point, on, by, .. } => {
+                    let result = self.rules.engine_mut().bypass(point, *on);
+                    if result.is_ok() {
+                        tracing::warn!(%point, bypassed = *on, %by, "point bypass changed");
+                    }
+                    Outcome::Rules(result)
+                }
+                Request::CheckCommand { point, value, .. } => {
+                    Outcome::Rules(self.rules.engine().check_command(point, value))
+                }
+                Request::Reload(engine) => {
+                    self.rules
+                        .reload(&transaction, engine, recorded_at, events)?;
+                    Outcome::Done
+                }
             };
             committed.outcomes.push(outcome);
         }
+        self.rules.save(&transaction, recorded_at)?;
         committed.outbox_rows = fill_outbox(
             &transaction,
             &committed,
@@ -560,7 +696,7 @@ fn used_bytes(connection: &Connection) -> Result<u64, JournalError> {
     Ok((pragma("page_count")? - pragma("freelist_count")?) * pragma("page_size")?)
 }
 
-fn insert_event(
+pub(super) fn insert_event(
     transaction: &Transaction,
     recorded_at: Timestamp,
     body: EventBody,
@@ -583,7 +719,10 @@ fn insert_event(
     })
 }
 
-fn store_incident(transaction: &Transaction, incident: &Incident) -> Result<(), JournalError> {
+pub(super) fn store_incident(
+    transaction: &Transaction,
+    incident: &Incident,
+) -> Result<(), JournalError> {
     transaction
         .prepare_cached("UPDATE incidents SET state = ?2, body = ?3 WHERE id = ?1")?
         .execute(params![
@@ -610,31 +749,6 @@ fn incident_event(
     )
 }
 
-fn open_incident(
-    transaction: &Transaction,
-    recorded_at: Timestamp,
-    firing: Firing,
-) -> Result<(Incident, Event), JournalError> {
-    transaction
-        .prepare_cached("INSERT INTO incidents (state, opened_at, body) VALUES ('open', ?1, '{}')")?
-        .execute([to_micros(recorded_at)])?;
-    let incident = Incident {
-        id: transaction.last_insert_rowid() as u64,
-        rule: firing.rule,
-        title: firing.title,
-        severity: firing.severity,
-        zone: firing.zone,
-        state: IncidentState::Open,
-        opened_at: recorded_at,
-        evidence: vec![firing.evidence],
-        acknowledged: None,
-        resolved: None,
-    };
-    store_incident(transaction, &incident)?;
-    let event = incident_event(transaction, recorded_at, IncidentChange::Opened, &incident)?;
-    Ok((incident, event))
-}
-
 /// Applies a lifecycle step. The outer error aborts the batch; the inner one is the caller's.
 fn change_incident(
     transaction: &Transaction,
@@ -643,16 +757,11 @@ fn change_incident(
     action: IncidentAction,
     transition: &Transition,
 ) -> Result<Result<(Incident, Event), IncidentError>, JournalError> {
-    let body: Option<String> = transaction
-        .prepare_cached("SELECT body FROM incidents WHERE id = ?1")?
-        .query_row([id as i64], |row| row.get(0))
-        .optional()?;
-    let Some(body) = body else {
-        return Ok(Err(IncidentError::NotFound(id)));
-    };
-    let mut incident: Incident = match serde_json::from_str(&body) {
-        Ok(incident) => incident,
-        Err(error) => return Ok(Err(IncidentError::Journal(error.into()))),
+    let mut incident = match load_incident(transaction, id) {
+        Ok(Some(incident)) => incident,
+        Ok(None) => return Ok(Err(IncidentError::NotFound(id))),
+        Err(error @ JournalError::Json(_)) => return Ok(Err(IncidentError::Journal(error))),
+        Err(error) => return Err(error),
     };
     let transition = Transition {
         at: recorded_at,
@@ -676,4 +785,17 @@ fn change_incident(
         "incident changed"
     );
     Ok(Ok((incident, event)))
+}
+
+/// An incident as stored.
+pub(super) fn load_incident(
+    transaction: &Transaction,
+    id: u64,
+) -> Result<Option<Incident>, JournalError> {
+    let body: Option<String> = transaction
+        .prepare_cached("SELECT body FROM incidents WHERE id = ?1")?
+        .query_row([id as i64], |row| row.get(0))
+        .optional()?;
+    body.map(|body| serde_json::from_str(&body).map_err(JournalError::from))
+        .transpose()
 }

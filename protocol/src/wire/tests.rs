@@ -72,6 +72,7 @@ fn arb_incident() -> impl Strategy<Value = Incident> {
         ),
         proptest::option::of(arb_transition()),
         proptest::option::of(arb_transition()),
+        any::<u32>(),
     )
         .prop_map(
             |(
@@ -85,6 +86,7 @@ fn arb_incident() -> impl Strategy<Value = Incident> {
                 evidence,
                 acknowledged,
                 resolved,
+                escalations,
             )| Incident {
                 id,
                 rule,
@@ -94,6 +96,7 @@ fn arb_incident() -> impl Strategy<Value = Incident> {
                 state,
                 opened_at,
                 evidence,
+                escalations,
                 acknowledged,
                 resolved,
             },
@@ -157,6 +160,8 @@ fn arb_body() -> impl Strategy<Value = EventBody> {
         (
             prop_oneof![
                 Just(IncidentChange::Opened),
+                Just(IncidentChange::EvidenceAdded),
+                Just(IncidentChange::Escalated),
                 Just(IncidentChange::Acknowledged),
                 Just(IncidentChange::Resolved)
             ],
@@ -165,6 +170,18 @@ fn arb_body() -> impl Strategy<Value = EventBody> {
             .prop_map(|(change, incident)| EventBody::Incident {
                 change,
                 incident: Box::new(incident)
+            }),
+        (
+            arb_id::<ZoneId>(),
+            proptest::sample::select(ZoneMode::ALL.to_vec()),
+            arb_time(),
+            ".{0,10}"
+        )
+            .prop_map(|(zone, mode, effective_at, by)| EventBody::ZoneMode {
+                zone,
+                mode,
+                effective_at,
+                by
             }),
     ]
 }

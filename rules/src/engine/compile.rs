@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_FIRINGS: u32 = 30;
 pub const LOOP_WINDOW: SignedDuration = SignedDuration::from_secs(60);
 
 /// The compiled site: immutable, shared by an engine and its reloads' comparisons.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Program {
     pub points: Vec<PointSpec>,
     pub point_slots: HashMap<PointId, u32>,
@@ -802,10 +802,10 @@ impl Program {
                     );
                     return None;
                 }
-                match command_value(value.get_ref(), spec.value_type) {
+                match spec.value_type.value_of(value.get_ref()) {
                     Ok(value) => Some(CompiledAction::Command { point: slot, value }),
                     Err(message) => {
-                        problems.at(value, message);
+                        problems.at(value, format!("point `{}`: {message}", point.get_ref()));
                         None
                     }
                 }
@@ -898,31 +898,6 @@ fn non_negative(
         None
     } else {
         Some(value)
-    }
-}
-
-/// The value a command writes, checked against the point's type.
-fn command_value(value: &toml::Value, point: Type) -> Result<Value, String> {
-    match (value, point) {
-        (toml::Value::Boolean(b), Type::Bool) => Ok(Value::Bool(*b)),
-        (toml::Value::Integer(i), Type::Int) => Ok(Value::Int(*i)),
-        (toml::Value::Integer(i), Type::Float) => Ok(Value::Float(*i as f64)),
-        (toml::Value::Float(x), Type::Float) if x.is_finite() => Ok(Value::Float(*x)),
-        (toml::Value::String(s), Type::Text) => Ok(Value::Text(s.clone())),
-        (other, _) => Err(format!(
-            "cannot write `{other}` to this point: it holds {}",
-            describe(point)
-        )),
-    }
-}
-
-/// A type, for messages.
-fn describe(value_type: Type) -> &'static str {
-    match value_type {
-        Type::Bool => "true or false",
-        Type::Int => "whole numbers",
-        Type::Float => "numbers",
-        Type::Text => "text",
     }
 }
 

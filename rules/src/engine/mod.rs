@@ -55,6 +55,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use gatehouse_protocol::incident::{Evidence, Incident, IncidentState};
 use gatehouse_protocol::{DeviceId, PointId, RuleId, Severity, Value, ZoneId};
 use jiff::{SignedDuration, Timestamp};
 
@@ -119,6 +120,35 @@ pub struct Raise {
     pub evidence: Hit,
     /// The unresolved incident of the same rule and zone to add the evidence to.
     pub attach_to: Option<u64>,
+}
+
+impl Raise {
+    /// The evidence this raise carries.
+    pub fn evidence(&self) -> Evidence {
+        Evidence {
+            seq: self.evidence.seq,
+            point: self.evidence.point.clone(),
+            value: self.evidence.value.clone(),
+            at: self.evidence.at,
+        }
+    }
+
+    /// The incident this raise opens, numbered `id`, at `at`.
+    pub fn incident(&self, id: u64, at: Timestamp) -> Incident {
+        Incident {
+            id,
+            rule: self.rule.clone(),
+            title: self.title.clone(),
+            severity: self.severity,
+            zone: self.zone.clone(),
+            state: IncidentState::Open,
+            opened_at: at,
+            evidence: vec![self.evidence()],
+            escalations: 0,
+            acknowledged: None,
+            resolved: None,
+        }
+    }
 }
 
 /// A command to a device point.
@@ -290,6 +320,30 @@ impl Engine {
         self.start_silences(now);
         out.extend(self.advance(now));
         out
+    }
+
+    /// A site without points, zones or rules: an engine that never does anything.
+    pub fn empty() -> Engine {
+        let program = Program::default();
+        let state = State::new(&program);
+        Engine {
+            program: Arc::new(program),
+            state,
+        }
+    }
+
+    /// The same compiled site with its state as at first start: to rebuild the state from a
+    /// snapshot after a batch that was never committed.
+    pub fn fresh(&self) -> Engine {
+        Engine {
+            program: self.program.clone(),
+            state: State::new(&self.program),
+        }
+    }
+
+    /// The points the site's rules know, in catalog order.
+    pub fn points(&self) -> impl Iterator<Item = &PointId> {
+        self.program.points.iter().map(|point| &point.id)
     }
 
     /// Moves this engine's state onto `next` (the site compiled again from a changed config)

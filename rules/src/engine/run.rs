@@ -152,6 +152,8 @@ impl Engine {
             EventBody::Incident { incident, .. } => {
                 self.track_incident(incident);
             }
+            // The engine made the change itself.
+            EventBody::ZoneMode { .. } => {}
         }
         out
     }

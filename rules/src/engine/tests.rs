@@ -1101,6 +1101,7 @@ fn a_replay_skips_recorded_incident_events_and_makes_its_own() {
         state: IncidentState::Open,
         opened_at: t0(),
         evidence: Vec::new(),
+        escalations: 0,
         acknowledged: None,
         resolved: None,
     };

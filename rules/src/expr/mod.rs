@@ -117,6 +117,33 @@ pub enum Type {
     Text,
 }
 
+impl Type {
+    /// What values of this type are, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Type::Bool => "true or false",
+            Type::Int => "whole numbers",
+            Type::Float => "numbers",
+            Type::Text => "text",
+        }
+    }
+
+    /// A config value (a command's, an egress lock's) as a value of this type.
+    pub fn value_of(self, value: &toml::Value) -> Result<Value, String> {
+        match (value, self) {
+            (toml::Value::Boolean(b), Type::Bool) => Ok(Value::Bool(*b)),
+            (toml::Value::Integer(i), Type::Int) => Ok(Value::Int(*i)),
+            (toml::Value::Integer(i), Type::Float) => Ok(Value::Float(*i as f64)),
+            (toml::Value::Float(x), Type::Float) if x.is_finite() => Ok(Value::Float(*x)),
+            (toml::Value::String(s), Type::Text) => Ok(Value::Text(s.clone())),
+            (other, _) => Err(format!(
+                "`{other}` does not fit: the point holds {}",
+                self.describe()
+            )),
+        }
+    }
+}
+
 /// The index the engine gave a point, a zone or a schedule; the compiled predicate keeps it and
 /// hands it back to the [`Context`] at evaluation time, so evaluation never looks names up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

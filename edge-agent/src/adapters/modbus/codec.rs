@@ -231,6 +231,7 @@ mod tests {
             deadband: 0.0,
             writable: false,
             zone: None,
+            egress_lock_value: None,
         }
     }
 

@@ -1,12 +1,14 @@
 //! `[[modbus.devices]]`: Modbus TCP devices and their points.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use gatehouse_protocol::{DeviceId, PointId, ZoneId};
+use gatehouse_protocol::{DeviceId, PointId, Value, ZoneId};
+use gatehouse_rules::PointSpec;
+use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{PointInfo, Problems, ValueKind};
+use crate::config::Problems;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +153,10 @@ pub struct ModbusPointConfig {
     pub writable: bool,
     #[serde(default)]
     pub zone: Option<Spanned<ZoneId>>,
+    /// The point drives an egress door's lock, and writing this value locks it. While a
+    /// life-safety rule is active nothing may write it (see docs/rules.md, "Fire interlock").
+    #[serde(default)]
+    pub egress_lock_value: Option<Spanned<toml::Value>>,
 }
 
 impl ModbusPointConfig {
@@ -162,14 +168,20 @@ impl ModbusPointConfig {
         }
     }
 
-    /// What kind of value the point yields.
-    pub fn value_kind(&self) -> ValueKind {
+    /// The type of the values the point yields, as rules see it.
+    pub fn value_type(&self) -> Type {
         match self.data_type() {
-            DataType::Bool => ValueKind::Bool,
-            DataType::F32 => ValueKind::Number,
-            _ if self.is_unscaled() => ValueKind::Integer,
-            _ => ValueKind::Number,
+            DataType::Bool => Type::Bool,
+            DataType::F32 => Type::Float,
+            _ if self.is_unscaled() => Type::Int,
+            _ => Type::Float,
         }
+    }
+
+    /// The configured egress lock value as a point value, if it fits the point's type.
+    fn egress_lock(&self) -> Option<Result<Value, String>> {
+        let configured = self.egress_lock_value.as_ref()?.get_ref();
+        Some(self.value_type().value_of(configured))
     }
 
     /// Whether raw values pass through unchanged (integers stay integers).
@@ -189,32 +201,30 @@ impl ModbusDeviceConfig {
 }
 
 impl ModbusConfig {
-    pub fn point_infos(&self) -> HashMap<PointId, PointInfo> {
+    /// Every point, as the rules see it.
+    pub fn rule_points(&self) -> Vec<PointSpec> {
         self.devices
             .iter()
             .flat_map(|device| {
-                device.points.iter().map(move |point| {
-                    (
-                        point.id.get_ref().clone(),
-                        PointInfo {
-                            device: device.id.get_ref().clone(),
-                            zone: device.point_zone(point),
-                            writable: point.writable,
-                            kind: point.value_kind(),
-                        },
-                    )
+                device.points.iter().map(move |point| PointSpec {
+                    id: point.id.get_ref().clone(),
+                    device: device.id.get_ref().clone(),
+                    zone: device.point_zone(point),
+                    value_type: point.value_type(),
+                    writable: point.writable,
+                    egress_locked: point.egress_lock().and_then(Result::ok),
                 })
             })
             .collect()
     }
 
-    /// Checks devices and points; returns every point defined, for rules to reference.
+    /// Checks devices and points.
     pub(crate) fn validate(
         &self,
         zones: &HashSet<ZoneId>,
         command_timeout_ms: u64,
         problems: &mut Problems<'_>,
-    ) -> HashMap<PointId, PointInfo> {
+    ) {
         let mut devices = HashSet::new();
         let mut points = HashSet::new();
         for device in &self.devices {
@@ -296,7 +306,6 @@ impl ModbusConfig {
                 check_point(point, problems);
             }
         }
-        self.point_infos()
     }
 }
 
@@ -356,6 +365,17 @@ fn check_point(point: &ModbusPointConfig, problems: &mut Problems) {
             point.id.span(),
             format!("point `{id}`: deadband must be 0 or more"),
         );
+    }
+    if let Some(span) = point.egress_lock_value.as_ref().map(Spanned::span) {
+        if !point.writable {
+            problems.at(
+                span.clone(),
+                format!("point `{id}`: an egress lock must be writable, so the fire interlock can release it"),
+            );
+        }
+        if let Some(Err(message)) = point.egress_lock() {
+            problems.at(span, format!("point `{id}`: {message}"));
+        }
     }
 }
 
@@ -434,10 +454,11 @@ zone = "attic"
         assert_eq!(found.len(), 6, "{found:?}");
         assert!(found[0].starts_with("13: ") && found[0].contains("host:port"));
         assert!(found[1].starts_with("18: ") && found[1].contains("type must be bool"));
-        assert!(found[2].contains("`a` is defined twice"));
-        assert!(found[3].starts_with("25: ") && found[3].contains("zone `attic`"));
-        assert!(found[4].contains("runs past register 65535"));
-        assert!(found[5].contains("read-only"));
+        // In file order: the second point's problems at its id (line 20), then its zone.
+        assert!(found[2].starts_with("20: ") && found[2].contains("`a` is defined twice"));
+        assert!(found[3].contains("runs past register 65535"));
+        assert!(found[4].contains("read-only"));
+        assert!(found[5].starts_with("25: ") && found[5].contains("zone `attic`"));
     }
 
     #[test]

@@ -572,6 +572,7 @@ mod tests {
             deadband,
             writable: false,
             zone: None,
+            egress_lock_value: None,
         }
     }
 

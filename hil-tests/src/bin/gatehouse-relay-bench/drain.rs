@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use gatehouse_edge::journal::rules::RuleDriver;
 use gatehouse_edge::journal::{self, Reader, Writer, WriterSettings};
 use gatehouse_edge::live::Live;
 use gatehouse_edge::metrics::Metrics;
-use gatehouse_edge::rules::Rules;
 use gatehouse_edge::uplink::outbox;
 use gatehouse_hil_tests::broker::TlsBroker;
 use gatehouse_hil_tests::harness::{self, AgentProcess};
@@ -35,6 +35,7 @@ use gatehouse_protocol::wire::{self, pb};
 use gatehouse_protocol::{DeviceId, EventBody, PointId, Quality, Value, ZoneId};
 use gatehouse_relay::ingest::decode_records;
 use gatehouse_relay::store::Store;
+use gatehouse_rules::Engine;
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -186,11 +187,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn fill_outbox(path: &Path, events: u64) -> anyhow::Result<Fill> {
     let connection = journal::open_for_writing(path, false)?;
     let live = Arc::new(Live::default());
+    let metrics = Arc::new(Metrics::default());
+    // Filling the outbox needs no rules; nothing reads their (absent) commands.
+    let (links, _outlets) = journal::rules::links();
     let writer = Writer::new(
         connection,
-        Rules::default(),
+        RuleDriver::new(Engine::empty(), links, live.clone(), metrics.clone()),
         live.clone(),
-        Arc::new(Metrics::default()),
+        metrics,
         WriterSettings {
             batch_max_events: 1024,
             max_age: None,

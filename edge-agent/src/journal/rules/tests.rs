@@ -1,0 +1,321 @@
+//! The engine inside the real writer, on a real journal: what it journals, in which
+//! transaction, what it sends after commit, and what survives a restart and a reload.
+
+use std::time::Duration;
+
+use gatehouse_protocol::{
+    Event, EventBody, IncidentChange, IncidentState, PointId, Severity, Transition, Value, ZoneId,
+    ZoneMode,
+};
+use gatehouse_rules::engine::Refusal;
+use jiff::Timestamp;
+
+use crate::config::Config;
+use crate::journal::IncidentAction;
+use crate::test_helpers::{
+    SITE, TestJournal, all_events, default_settings, observation, site_config, site_config_from,
+};
+
+fn point(id: &str) -> PointId {
+    PointId::new(id).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn zone(id: &str) -> ZoneId {
+    ZoneId::new(id).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The test site with `from` replaced by `to` in its text.
+fn site_with(from: &str, to: &str) -> Config {
+    assert!(SITE.contains(from), "{from}");
+    site_config_from(&SITE.replace(from, to))
+}
+
+/// The lobby with a one-second entry delay, which the door rule waits for.
+fn entry_delay_site() -> Config {
+    let source = SITE
+        .replace(
+            "mode = \"armed_away\"",
+            "mode = \"armed_away\"\nentry_delay = \"1s\"",
+        )
+        .replace(
+            "title = \"Door opened\" }",
+            "title = \"Door opened\", delay = \"entry\" }",
+        );
+    site_config_from(&source)
+}
+
+async fn append(journal: &TestJournal, point: &str, value: Value) -> u64 {
+    journal
+        .handle
+        .append_committed(observation(point, value))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The incident events of the journal: (change, incident id, severity, evidence count).
+fn incident_events(events: &[Event]) -> Vec<(IncidentChange, u64, Severity, usize)> {
+    events
+        .iter()
+        .filter_map(|event| match &event.body {
+            EventBody::Incident { change, incident } => Some((
+                *change,
+                incident.id,
+                incident.severity,
+                incident.evidence.len(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until the writer publishes a deadline and returns it.
+async fn next_deadline(journal: &mut TestJournal) -> Timestamp {
+    let wait = journal.deadline.wait_for(Option::is_some);
+    let deadline = tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no deadline published"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    deadline.unwrap_or_else(|| panic!("no deadline"))
+}
+
+/// Sleeps until `at` and ticks the writer, as the agent's wake-up task does.
+async fn tick_at(journal: &TestJournal, at: Timestamp) {
+    let left = at.duration_since(Timestamp::now());
+    if left.is_positive() {
+        tokio::time::sleep(left.unsigned_abs() + Duration::from_millis(20)).await;
+    }
+    journal
+        .handle
+        .tick()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A committed append after the tick: the tick's batch is committed too.
+    append(journal, "strike", Value::Bool(false)).await;
+}
+
+#[tokio::test]
+async fn repeats_add_evidence_and_an_unacknowledged_incident_escalates() {
+    let mut journal = TestJournal::with_defaults(&site_config());
+    let opened = append(&journal, "door", Value::Bool(true)).await;
+    append(&journal, "door", Value::Bool(false)).await;
+    append(&journal, "door", Value::Bool(true)).await;
+    let events = all_events(&journal.reader);
+    assert_eq!(
+        incident_events(&events),
+        [
+            (IncidentChange::Opened, 1, Severity::High, 1),
+            (IncidentChange::EvidenceAdded, 1, Severity::High, 2),
+        ]
+    );
+    // The incident's event is in the transaction of the observation that raised it.
+    let incident_event = events
+        .iter()
+        .find(|e| matches!(e.body, EventBody::Incident { .. }))
+        .unwrap_or_else(|| panic!("no incident event"));
+    assert_eq!(incident_event.seq, opened + 1);
+
+    // Escalation two seconds after opening, to the step's severity.
+    let due = next_deadline(&mut journal).await;
+    tick_at(&journal, due).await;
+    let events = all_events(&journal.reader);
+    let last = incident_events(&events).pop();
+    assert_eq!(
+        last,
+        Some((IncidentChange::Escalated, 1, Severity::Critical, 2))
+    );
+    let stored = journal
+        .reader
+        .run(|c| crate::journal::query::incident(c, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("incident 1 missing"));
+    assert_eq!(
+        (stored.severity, stored.escalations),
+        (Severity::Critical, 1)
+    );
+
+    // Acknowledged: no more steps, and a resolved incident takes no more evidence.
+    let transition = Transition {
+        by: "guard".into(),
+        at: Timestamp::now(),
+        comment: None,
+    };
+    journal
+        .handle
+        .change_incident(1, IncidentAction::Resolve, transition)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    append(&journal, "door", Value::Bool(false)).await;
+    append(&journal, "door", Value::Bool(true)).await;
+    let changes: Vec<(IncidentChange, u64)> = incident_events(&all_events(&journal.reader))
+        .into_iter()
+        .map(|(change, id, _, _)| (change, id))
+        .collect();
+    assert_eq!(
+        changes[changes.len() - 2..],
+        [(IncidentChange::Resolved, 1), (IncidentChange::Opened, 2)]
+    );
+}
+
+#[tokio::test]
+async fn the_fire_interlock_releases_egress_locks_and_refuses_to_lock_them() {
+    let mut journal = TestJournal::with_defaults(&site_config());
+    let strike = point("strike");
+    let check = |journal: &TestJournal, value: bool| {
+        let handle = journal.handle.clone();
+        let strike = strike.clone();
+        async move {
+            handle
+                .check_command(strike, Value::Bool(value))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert_eq!(check(&journal, true).await, Ok(()));
+    append(&journal, "fire", Value::Bool(true)).await;
+    // The unlock leaves only after the commit, towards the adapters.
+    let unlock = tokio::time::timeout(Duration::from_secs(5), journal.rule_commands.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no unlock command"))
+        .unwrap_or_else(|| panic!("channel closed"));
+    assert_eq!(
+        (unlock.point.as_str(), &unlock.value),
+        ("strike", &Value::Bool(false))
+    );
+    assert_eq!(unlock.rule.as_str(), "fire");
+    assert!(journal.live.rules().interlock);
+    assert_eq!(
+        check(&journal, true).await,
+        Err(Refusal::Interlock(strike.clone()))
+    );
+    assert_eq!(check(&journal, false).await, Ok(()));
+    // The fire panel is reset: locking is allowed again.
+    append(&journal, "fire", Value::Bool(false)).await;
+    assert_eq!(check(&journal, true).await, Ok(()));
+    assert!(!journal.live.rules().interlock);
+}
+
+#[tokio::test]
+async fn a_mode_change_is_journaled_obeyed_and_kept_across_a_restart() {
+    let config = site_config();
+    let journal = TestJournal::with_defaults(&config);
+    let changed = journal
+        .handle
+        .set_mode(zone("lobby"), ZoneMode::Disarmed, "guard".into())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(changed, Ok(()));
+    let unknown = journal
+        .handle
+        .set_mode(zone("attic"), ZoneMode::ArmedAway, "guard".into())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(unknown, Err(Refusal::UnknownZone(_))));
+    append(&journal, "door", Value::Bool(true)).await;
+    let events = all_events(&journal.reader);
+    assert!(incident_events(&events).is_empty(), "disarmed: no alarm");
+    let modes: Vec<(String, ZoneMode, String)> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ZoneMode { zone, mode, by, .. } => {
+                Some((zone.to_string(), *mode, by.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [("lobby".to_owned(), ZoneMode::Disarmed, "guard".to_owned())]
+    );
+
+    // The config still says armed_away at first start; the saved mode wins after a restart.
+    let journal = TestJournal::start_in(journal.stop(), &config, default_settings());
+    append(&journal, "door", Value::Bool(false)).await;
+    assert_eq!(journal.live.rules().zones[0].mode, ZoneMode::Disarmed);
+    append(&journal, "door", Value::Bool(true)).await;
+    assert!(incident_events(&all_events(&journal.reader)).is_empty());
+}
+
+#[tokio::test]
+async fn an_entry_delay_running_out_while_the_agent_is_down_raises_at_restart() {
+    let config = entry_delay_site();
+    let journal = TestJournal::with_defaults(&config);
+    append(&journal, "door", Value::Bool(true)).await;
+    assert!(
+        incident_events(&all_events(&journal.reader)).is_empty(),
+        "still in the delay"
+    );
+    // Killed in the delay; back after it ended.
+    let folder = journal.stop();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let journal = TestJournal::start_in(folder, &config, default_settings());
+    append(&journal, "strike", Value::Bool(false)).await;
+    let incidents = incident_events(&all_events(&journal.reader));
+    assert_eq!(incidents, [(IncidentChange::Opened, 1, Severity::High, 1)]);
+}
+
+#[tokio::test]
+async fn disarming_within_the_entry_delay_raises_nothing_and_a_reload_keeps_the_mode() {
+    let config = entry_delay_site();
+    let mut journal = TestJournal::with_defaults(&config);
+    append(&journal, "door", Value::Bool(true)).await;
+    let due = next_deadline(&mut journal).await;
+    journal
+        .handle
+        .set_mode(zone("lobby"), ZoneMode::Disarmed, "guard".into())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tick_at(&journal, due).await;
+    assert!(incident_events(&all_events(&journal.reader)).is_empty());
+
+    // A changed config (one rule fewer) takes over; the disarmed lobby stays disarmed.
+    let changed = site_with(
+        "[[rules]]\nid = \"fire\"",
+        "[[rules]]\nid = \"fire-renamed\"",
+    );
+    let engine = changed.engine().unwrap_or_else(|p| panic!("{p:?}"));
+    journal
+        .handle
+        .reload_rules(engine)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    append(&journal, "door", Value::Bool(false)).await;
+    let view = journal.live.rules();
+    assert_eq!(view.zones[0].mode, ZoneMode::Disarmed);
+    assert_eq!(view.rules, 2);
+    let incident = journal
+        .reader
+        .run(|c| crate::journal::query::incident(c, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(incident.is_none_or(|i| i.state != IncidentState::Open));
+}
+
+#[tokio::test]
+async fn a_bypassed_door_raises_nothing_until_the_zone_is_disarmed() {
+    let journal = TestJournal::with_defaults(&site_config());
+    let bypass = |on: bool| {
+        let handle = journal.handle.clone();
+        async move {
+            handle
+                .bypass(point("door"), on, "integrator".into())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert_eq!(bypass(true).await, Ok(()));
+    append(&journal, "door", Value::Bool(true)).await;
+    assert!(incident_events(&all_events(&journal.reader)).is_empty());
+    assert_eq!(journal.live.rules().bypassed, [point("door")]);
+    let unknown = journal
+        .handle
+        .bypass(point("nothing"), true, "integrator".into())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(unknown, Err(Refusal::UnknownPoint(_))));
+    assert_eq!(bypass(false).await, Ok(()));
+    append(&journal, "door", Value::Bool(false)).await;
+    append(&journal, "door", Value::Bool(true)).await;
+    assert_eq!(incident_events(&all_events(&journal.reader)).len(), 1);
+}
