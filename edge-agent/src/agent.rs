@@ -107,15 +107,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     live.set_last_seq(last_seq);
     tracing::info!(path = %path.display(), last_seq, "journal open");
-    let engine = config.engine().map_err(|problems| {
-        AgentError::Rules(
-            problems
-                .into_iter()
-                .map(|problem| problem.message)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let engine = config.checked_engine().map_err(AgentError::Rules)?;
     let (links, outlets) = journal::rules::links();
     let rules = RuleDriver::new(engine, links, live.clone(), metrics.clone());
 

@@ -409,6 +409,21 @@ impl Config {
             .collect()
     }
 
+    /// [`Config::engine`] for a config already checked (a problem then means the time zone
+    /// database changed since): the problems as one message, each with its line and column.
+    pub fn checked_engine(&self) -> Result<Engine, String> {
+        self.engine().map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|problem| {
+                    let (line, column) = line_column(&self.source, &problem.span);
+                    format!("{line}:{column}: {}", problem.message)
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
     /// Compiles the zones, schedules and rules; every problem carries its span.
     pub fn engine(&self) -> Result<Engine, Vec<gatehouse_rules::Problem>> {
         let time_zone = self.time_zone().map_err(|problem| vec![problem])?;
@@ -646,6 +661,15 @@ writable = true
             );
         }
         assert!(Config::parse(&lock("writable = true\negress_lock_value = true")).is_ok());
+        let analog = lock("writable = true\negress_lock_value = 1.0").replace(
+            "table = \"coil\"",
+            "table = \"holding_register\"\ntype = \"f32\"",
+        );
+        let found = problems(&analog);
+        assert!(
+            found[0].message.contains("true/false or unscaled integer"),
+            "{found:?}"
+        );
     }
 
     #[test]

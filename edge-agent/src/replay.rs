@@ -52,15 +52,7 @@ pub fn run(
     continue_for: SignedDuration,
     out: &mut impl Write,
 ) -> Result<Summary, ReplayError> {
-    let engine = config.engine().map_err(|problems| {
-        ReplayError::Rules(
-            problems
-                .into_iter()
-                .map(|problem| problem.message)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let engine = config.checked_engine().map_err(ReplayError::Rules)?;
     let mut summary = Summary::default();
     let mut replay: Option<Replay> = None;
     let mut previous: Option<Timestamp> = None;

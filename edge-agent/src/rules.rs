@@ -180,8 +180,8 @@ async fn reload(
     if !config.rules_differ(running) {
         return Ok(None);
     }
-    let engine = config.engine().map_err(|_| {
-        tracing::error!("the changed config's rules do not compile; the running rules stay");
+    let engine = config.checked_engine().map_err(|error| {
+        tracing::error!(%error, "the changed config's rules do not compile; the running rules stay");
     })?;
     journal.reload_rules(engine).await.map_err(|_| ())?;
     tracing::info!(path = %path.display(), rules = config.rules.len(),

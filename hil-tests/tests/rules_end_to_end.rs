@@ -54,6 +54,20 @@ then = [{{ raise = {{ severity = "critical", title = "Fire alarm" }} }}]
     )
 }
 
+/// Waits until the agent's log says `text`.
+async fn wait_for_log(agent: &AgentProcess, text: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !agent.log().contains(text) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the log never said `{text}`: {}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Waits until `check` holds for the simulator.
 async fn wait_until(what: &str, check: impl Fn() -> bool) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -146,15 +160,7 @@ async fn a_changed_config_file_reloads_the_rules_keeping_modes_and_a_broken_one_
     let changed = original.replace("Door of io opened while armed", "Reloaded: {point} open");
     assert_ne!(changed, original);
     std::fs::write(&agent.config, &changed)?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !agent.log().contains("rules reloaded") {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no reload: {}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_log(&agent, "rules reloaded").await?;
     let (_, zones) = guard.get("/api/v1/zones").await?;
     assert_eq!(zones[0]["mode"], "armed_night", "{zones}");
     sim.set_discrete(1, 0, true);
@@ -172,15 +178,7 @@ async fn a_changed_config_file_reloads_the_rules_keeping_modes_and_a_broken_one_
         .lines()
         .position(|l| l.contains("io.dor\""))
         .map_or(0, |i| i + 1);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !agent.log().contains("the changed config is refused") {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "not refused: {}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_log(&agent, "the changed config is refused").await?;
     assert!(
         agent.log().contains(&format!("site.toml:{line}:")),
         "{}",
@@ -194,5 +192,76 @@ async fn a_changed_config_file_reloads_the_rules_keeping_modes_and_a_broken_one_
             i["evidence"].as_array().is_some_and(|e| e.len() == 2)
         })
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_entry_delay_running_when_the_agent_is_killed_raises_after_the_restart()
+-> anyhow::Result<()> {
+    let sim = harness::simulator().await?;
+    let folder = tempfile::tempdir()?;
+    let rule = harness::door_rule("io").replace(
+        "opened while armed\" }",
+        "opened while armed\", delay = \"entry\" }",
+    );
+    let mut agent = AgentProcess::start_site(
+        folder.path(),
+        &format!("{}{rule}", harness::door_device("io", sim.addr(), 50)),
+    )
+    .await?;
+    let config = std::fs::read_to_string(&agent.config)?.replace(
+        "mode = \"armed_away\"",
+        "mode = \"armed_away\"\nentry_delay = \"2s\"",
+    );
+    std::fs::write(&agent.config, config)?;
+    let guard = agent.api(GUARD_TOKEN);
+    guard
+        .wait_for("/api/v1/rules/status", WAIT, |r| {
+            r["zones"][0]["mode"] == json!("armed_away")
+        })
+        .await?;
+    // Wait for the reload that brought the entry delay in.
+    wait_for_log(&agent, "rules reloaded").await?;
+
+    // The door opens; once that is committed (the entry delay with it), the agent is killed.
+    sim.set_discrete(1, 0, true);
+    let point = guard
+        .wait_for("/api/v1/points/io.door", WAIT, |p| {
+            p["value"] == json!(true)
+        })
+        .await?;
+    let (_, before) = guard.get("/api/v1/incidents").await?;
+    agent.kill9()?;
+    assert_eq!(before["items"], json!([]), "still within the entry delay");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let port = agent.api.port();
+    let agent = AgentProcess::start_with(&agent.config, port).await?;
+    let guard = agent.api(GUARD_TOKEN);
+    let page = guard
+        .wait_for("/api/v1/incidents", WAIT, |page| {
+            page["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty())
+        })
+        .await?;
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{page}");
+    // Its evidence is the observation from before the kill; the open door seen again after
+    // the restart is the same state, not a new trigger.
+    let observed: Vec<gatehouse_protocol::Event> =
+        guard.all_events("point=io.door&kind=observation").await?;
+    let opened = observed
+        .iter()
+        .find(|e| matches!(&e.body, EventBody::Observation { value: Some(v), .. } if *v == gatehouse_protocol::Value::Bool(true)))
+        .map(|e| e.seq);
+    assert_eq!(
+        items[0]["evidence"][0]["seq"].as_u64(),
+        opened,
+        "{point} {page}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, page) = guard.get("/api/v1/incidents").await?;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
     Ok(())
 }

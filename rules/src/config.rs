@@ -151,7 +151,7 @@ pub enum EventKind {
     Observation,
     /// A device going online or offline: `value` is `"online"` or `"offline"`.
     DeviceStatus,
-    /// A command's result: `value` is `"confirmed"` or `"failed"`.
+    /// A command's result: `value` is `"done"`, `"failed"` or `"unconfirmed"`.
     Command,
 }
 

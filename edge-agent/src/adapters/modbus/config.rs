@@ -181,6 +181,12 @@ impl ModbusPointConfig {
     /// The configured egress lock value as a point value, if it fits the point's type.
     fn egress_lock(&self) -> Option<Result<Value, String>> {
         let configured = self.egress_lock_value.as_ref()?.get_ref();
+        // The interlock releases a lock by writing the other state: a lock has two.
+        if !matches!(self.value_type(), Type::Bool | Type::Int) {
+            return Some(Err(
+                "an egress lock must be a true/false or unscaled integer point (locked and released)".into(),
+            ));
+        }
         Some(self.value_type().value_of(configured))
     }
 
