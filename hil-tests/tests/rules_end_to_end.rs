@@ -104,12 +104,17 @@ async fn a_forced_door_sounds_the_siren_and_a_fire_releases_the_lock_until_reset
         })
         .await?;
     wait_until("the siren sounds", || sim.coil(1, 2)).await?;
-    stream
-        .wait_for(WAIT, |e| {
-            matches!(&e.body, EventBody::Command { point, outcome: CommandOutcome::Done, requested_by, .. }
-                if point.as_str() == "io.siren" && requested_by == "rule:door-forced")
-        })
+    let is_siren = |e: &gatehouse_protocol::Event, expected: &CommandOutcome| {
+        matches!(&e.body, EventBody::Command { point, outcome, requested_by, .. }
+            if point.as_str() == "io.siren" && outcome == expected && requested_by == "rule:door-forced")
+    };
+    let (sent, _) = stream
+        .wait_for(WAIT, |e| is_siren(e, &CommandOutcome::Sent))
         .await?;
+    let (done, _) = stream
+        .wait_for(WAIT, |e| is_siren(e, &CommandOutcome::Done))
+        .await?;
+    assert!(sent.seq < done.seq);
 
     // Fire: the egress lock is released on the device, and nobody may lock it.
     sim.set_discrete(1, 1, true);

@@ -19,6 +19,9 @@ pub struct CommandRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CommandOutcome {
+    /// A rule's command left for its device; the device's answer follows as another record
+    /// (`done`, `failed` or `unconfirmed`).
+    Sent,
     /// The device confirmed the write.
     Done,
     /// The write was not carried out; `reason` says why (exception, device offline, expired).

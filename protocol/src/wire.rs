@@ -381,6 +381,7 @@ impl From<&Event> for pb::Event {
             } => {
                 use pb::command_record::Outcome;
                 let (outcome, reason) = match outcome {
+                    CommandOutcome::Sent => (Outcome::Sent, String::new()),
                     CommandOutcome::Done => (Outcome::Done, String::new()),
                     CommandOutcome::Failed { reason } => (Outcome::Failed, reason.clone()),
                     CommandOutcome::Unconfirmed { reason } => {
@@ -468,6 +469,7 @@ impl TryFrom<pb::Event> for Event {
                 use pb::command_record::Outcome;
                 let outcome =
                     match known("command.outcome", c.outcome, |v| Outcome::try_from(v).ok())? {
+                        Outcome::Sent => CommandOutcome::Sent,
                         Outcome::Done => CommandOutcome::Done,
                         Outcome::Failed => CommandOutcome::Failed { reason: c.reason },
                         Outcome::Unconfirmed => CommandOutcome::Unconfirmed { reason: c.reason },

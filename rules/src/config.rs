@@ -151,7 +151,8 @@ pub enum EventKind {
     Observation,
     /// A device going online or offline: `value` is `"online"` or `"offline"`.
     DeviceStatus,
-    /// A command's result: `value` is `"done"`, `"failed"` or `"unconfirmed"`.
+    /// A command's record: `value` is `"sent"` (a rule's command left), then `"done"`,
+    /// `"failed"` or `"unconfirmed"`.
     Command,
 }
 

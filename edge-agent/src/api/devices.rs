@@ -186,6 +186,10 @@ pub async fn command(
         Ok(Ok((CommandOutcome::Unconfirmed { reason }, _))) => Err(not_confirmed(format!(
             "{reason}; the write may have taken effect: read the point"
         ))),
+        Ok(Ok((CommandOutcome::Sent, _))) => Err(not_confirmed(
+            "the command was sent without a confirmation; the write may have taken effect: read the point"
+                .to_owned(),
+        )),
         Ok(Err(_)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",

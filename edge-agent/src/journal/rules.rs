@@ -149,8 +149,17 @@ impl RuleDriver {
                 Output::Command(command) => {
                     tracing::info!(rule = %command.rule, device = %command.device,
                         point = %command.point, value = %command.value, "rule commands a device");
+                    // Journaled as sent in this transaction; it leaves after COMMIT, and the
+                    // device's answer is journaled by its adapter.
+                    let sent = EventBody::Command {
+                        device: command.device.clone(),
+                        point: command.point.clone(),
+                        value: command.value.clone(),
+                        outcome: CommandOutcome::Sent,
+                        requested_by: format!("rule:{}", command.rule),
+                    };
                     self.commands.push(command);
-                    None
+                    Some(sent)
                 }
                 Output::CommandRefused { command, reason } => {
                     tracing::warn!(rule = %command.rule, point = %command.point, %reason,

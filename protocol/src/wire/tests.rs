@@ -142,6 +142,7 @@ fn arb_body() -> impl Strategy<Value = EventBody> {
             arb_id::<PointId>(),
             arb_value(),
             prop_oneof![
+                Just(CommandOutcome::Sent),
                 Just(CommandOutcome::Done),
                 ".{0,10}".prop_map(|reason| CommandOutcome::Failed { reason }),
                 ".{0,10}".prop_map(|reason| CommandOutcome::Unconfirmed { reason }),

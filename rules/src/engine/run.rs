@@ -131,6 +131,7 @@ impl Engine {
                 };
                 let value = Value::Text(
                     match outcome {
+                        CommandOutcome::Sent => "sent",
                         CommandOutcome::Done => "done",
                         CommandOutcome::Failed { .. } => "failed",
                         CommandOutcome::Unconfirmed { .. } => "unconfirmed",

@@ -494,6 +494,7 @@ impl ModbusDevice {
         outcome: CommandOutcome,
     ) {
         let result = match outcome {
+            CommandOutcome::Sent => "sent",
             CommandOutcome::Done => "done",
             CommandOutcome::Failed { .. } => "failed",
             CommandOutcome::Unconfirmed { .. } => "unconfirmed",

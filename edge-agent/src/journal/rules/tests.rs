@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use gatehouse_protocol::{
-    Event, EventBody, IncidentChange, IncidentState, PointId, Severity, Transition, Value, ZoneId,
-    ZoneMode,
+    CommandOutcome, Event, EventBody, IncidentChange, IncidentState, PointId, Severity, Transition,
+    Value, ZoneId, ZoneMode,
 };
 use gatehouse_rules::engine::Refusal;
 use jiff::Timestamp;
@@ -183,6 +183,12 @@ async fn the_fire_interlock_releases_egress_locks_and_refuses_to_lock_them() {
         ("strike", &Value::Bool(false))
     );
     assert_eq!(unlock.rule.as_str(), "fire");
+    // ... and was journaled as sent, by the rule, before it left.
+    let sent = all_events(&journal.reader).into_iter().any(|e| {
+        matches!(&e.body, EventBody::Command { point, outcome: CommandOutcome::Sent, requested_by, .. }
+            if point.as_str() == "strike" && requested_by == "rule:fire")
+    });
+    assert!(sent);
     assert!(journal.live.rules().interlock);
     assert_eq!(
         check(&journal, true).await,
