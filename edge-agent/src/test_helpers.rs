@@ -91,6 +91,7 @@ pub struct TestJournal {
     pub handle: JournalHandle,
     pub reader: Reader,
     pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
     /// Commands the rules sent after their batch committed.
     pub rule_commands: mpsc::UnboundedReceiver<Command>,
     /// The rules' next deadline, as the writer publishes it.
@@ -118,12 +119,13 @@ impl TestJournal {
         let (links, outlets) = journal::rules::links();
         let engine = config.engine().unwrap_or_else(|p| panic!("{p:?}"));
         let rules = RuleDriver::new(engine, links, live.clone(), metrics.clone());
-        let writer = Writer::new(connection, rules, live.clone(), metrics, settings);
+        let writer = Writer::new(connection, rules, live.clone(), metrics.clone(), settings);
         let (handle, thread) = writer.spawn().unwrap_or_else(|e| panic!("{e}"));
         TestJournal {
             handle,
             reader: Reader::new(path),
             live,
+            metrics,
             rule_commands: outlets.commands,
             deadline: outlets.deadline,
             folder,

@@ -325,3 +325,41 @@ async fn a_bypassed_door_raises_nothing_until_the_zone_is_disarmed() {
     append(&journal, "door", Value::Bool(true)).await;
     assert_eq!(incident_events(&all_events(&journal.reader)).len(), 1);
 }
+
+#[tokio::test]
+async fn a_rule_that_retriggers_itself_is_held_back_counted_and_the_writer_goes_on() {
+    // Every record of a command to the strike (its own "sent" included) commands it again.
+    let config = site_config_from(&format!(
+        "{SITE}[[rules]]\nid = \"echo\"\nwhen.event = {{ point = \"strike\", kind = \"command\" }}\n\
+         then = [{{ command = {{ point = \"strike\", value = true }} }}]\n"
+    ));
+    let journal = TestJournal::with_defaults(&config);
+    let first = EventBody::Command {
+        device: gatehouse_protocol::DeviceId::new("plc").unwrap_or_else(|e| panic!("{e}")),
+        point: point("strike"),
+        value: Value::Bool(true),
+        outcome: CommandOutcome::Done,
+        requested_by: "admin".into(),
+    };
+    journal
+        .handle
+        .append_committed(first)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sent = all_events(&journal.reader)
+        .iter()
+        .filter(|e| {
+            matches!(
+                &e.body,
+                EventBody::Command {
+                    outcome: CommandOutcome::Sent,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(sent, gatehouse_rules::engine::DEFAULT_MAX_FIRINGS as usize);
+    assert_eq!(journal.metrics.rules_loops_suppressed.get(), 1);
+    // The writer is not stuck: the next event commits.
+    append(&journal, "door", Value::Bool(false)).await;
+}
