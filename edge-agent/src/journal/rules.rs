@@ -71,6 +71,10 @@ pub struct RuleDriver {
     pending: Option<Snapshot>,
     /// Commands of the batch being committed.
     commands: Vec<Command>,
+    /// Whether the engine's start is committed (a rolled-back start is started again).
+    started: bool,
+    /// Whether the batch being committed starts it.
+    starting: bool,
     links: RuleLinks,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
@@ -83,6 +87,8 @@ impl RuleDriver {
             committed: None,
             pending: None,
             commands: Vec::new(),
+            started: false,
+            starting: false,
             links,
             live,
             metrics,
@@ -110,6 +116,7 @@ impl RuleDriver {
         let latest = query::latest_good_observations(tx, &points)?;
         let outputs = self.engine.start(&latest, snapshot.as_ref(), now);
         self.committed = snapshot;
+        self.starting = true;
         tracing::info!(
             rules = self.engine.rule_count(),
             restored = self.committed.is_some(),
@@ -283,6 +290,8 @@ impl RuleDriver {
     /// The batch is committed: its commands go out, its state is the one to return to, and
     /// the live view and the wake-up time follow.
     pub fn committed(&mut self) {
+        self.started |= self.starting;
+        self.starting = false;
         if let Some(snapshot) = self.pending.take() {
             self.live.set_rules(RulesView {
                 rules: self.engine.rule_count(),
@@ -317,6 +326,13 @@ impl RuleDriver {
     pub fn rolled_back(&mut self, connection: &Connection) -> Result<(), JournalError> {
         self.pending = None;
         self.commands.clear();
+        self.starting = false;
+        if !self.started {
+            // The start itself was rolled back: the batch starts a fresh engine again.
+            self.engine = self.engine.fresh();
+            self.committed = None;
+            return Ok(());
+        }
         let mut engine = self.engine.fresh();
         let points: Vec<PointId> = engine.points().cloned().collect();
         let latest = query::latest_good_observations(connection, &points)?;

@@ -363,3 +363,57 @@ async fn a_rule_that_retriggers_itself_is_held_back_counted_and_the_writer_goes_
     // The writer is not stuck: the next event commits.
     append(&journal, "door", Value::Bool(false)).await;
 }
+
+#[tokio::test]
+async fn a_batch_that_fails_to_commit_is_evaluated_again_from_the_committed_state() {
+    let journal = TestJournal::with_defaults(&site_config());
+    append(&journal, "door", Value::Bool(false)).await;
+    // Another process holds the write lock: the writer's next commit fails (busy) after its
+    // busy timeout, is rolled back, and is retried.
+    let blocker = rusqlite::Connection::open(journal.folder.path().join("journal.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    blocker
+        .execute_batch("BEGIN IMMEDIATE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let handle = journal.handle.clone();
+    let opening = tokio::spawn(async move {
+        handle
+            .append_committed(observation("door", Value::Bool(true)))
+            .await
+    });
+    let failed = async {
+        while journal.metrics.journal_commit_failures.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), failed)
+        .await
+        .unwrap_or_else(|_| panic!("the commit never failed"));
+    blocker
+        .execute_batch("ROLLBACK")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let opened = opening
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // One incident, whose evidence is the committed observation; the engine knows it, so the
+    // next opening adds to it.
+    append(&journal, "door", Value::Bool(false)).await;
+    append(&journal, "door", Value::Bool(true)).await;
+    let events = all_events(&journal.reader);
+    assert_eq!(
+        incident_events(&events),
+        [
+            (IncidentChange::Opened, 1, Severity::High, 1),
+            (IncidentChange::EvidenceAdded, 1, Severity::High, 2),
+        ]
+    );
+    let incident = journal
+        .reader
+        .run(|c| crate::journal::query::incident(c, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("incident 1 missing"));
+    assert_eq!(incident.evidence[0].seq, opened);
+}
