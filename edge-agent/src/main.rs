@@ -34,7 +34,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the agent until SIGINT or SIGTERM.
+    /// Runs the agent until SIGINT or SIGTERM. Changes to the config's zones, schedules and
+    /// rules are taken over while it runs (a file with problems is refused and logged).
     Run {
         /// The site configuration (TOML).
         #[arg(long, short)]
