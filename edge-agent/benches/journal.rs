@@ -50,9 +50,9 @@ const OUTBOX_MAX_RECORDS: u64 = 1_000_000;
 /// How long to wait for the writer before calling the run broken.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// 100 devices with 20 points each, and a rule on one point per device, so the rules are
-/// looked up for every event as in the agent (none of them fires: values stay below 10^6).
-fn site_config() -> Config {
+/// 100 devices with 20 points each, and a rule on one point per device whose predicate is
+/// `predicate`, so the rules are looked up for every event as in the agent.
+fn site_config(predicate: &str) -> Config {
     let mut source = String::from(
         r#"
 [site]
@@ -80,7 +80,7 @@ mode = "armed_away"
     for device in 0..100 {
         source.push_str(&format!(
             "[[rules]]\nid = \"dev-{device:03}-high\"\n\
-             when.event = {{ point = \"dev-{device:03}.reg-00\", value = \"value > 1000000\" }}\n\
+             when.event = {{ point = \"dev-{device:03}.reg-00\", value = \"{predicate}\" }}\n\
              then = [{{ raise = {{ severity = \"low\", title = \"High\" }} }}]\n"
         ));
     }
@@ -121,6 +121,7 @@ fn writer_run(
     bodies: Vec<EventBody>,
     synchronous_full: bool,
     outbox_max_records: Option<u64>,
+    incidents: u64,
 ) -> Duration {
     let folder = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let connection = journal::open_for_writing(&folder.path().join("journal.db"), synchronous_full)
@@ -128,13 +129,13 @@ fn writer_run(
     let live = Arc::new(Live::default());
     let metrics = Arc::new(Metrics::default());
     let engine = config.engine().unwrap_or_else(|p| panic!("{p:?}"));
-    // Nothing here reads the rules' commands or deadlines: none fire.
+    // Nothing reads the rules' commands or deadlines: these rules only raise, at once.
     let (links, _outlets) = journal::rules::links();
     let writer = Writer::new(
         connection,
         RuleDriver::new(engine, links, live.clone(), metrics.clone()),
         live.clone(),
-        metrics,
+        metrics.clone(),
         WriterSettings {
             batch_max_events: BATCH_MAX_EVENTS,
             max_age: None,
@@ -143,18 +144,24 @@ fn writer_run(
         },
     );
     let (handle, thread) = writer.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let target = bodies.len() as u64;
-
     let started = Instant::now();
-    producer.block_on(async {
+    // The last body is waited for: it is committed after every other (rules may add incident
+    // events, so the count of bodies is not the last seq).
+    let target = producer.block_on(async {
+        let mut bodies = bodies;
+        let last = bodies.pop().unwrap_or_else(|| panic!("no events"));
         for body in bodies {
             handle.append(body).await.unwrap_or_else(|e| panic!("{e}"));
         }
+        handle
+            .append_committed(last)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     });
     while live.last_seq() < target {
         assert!(
             started.elapsed() < COMMIT_TIMEOUT,
-            "the writer committed {} of {target} events in {COMMIT_TIMEOUT:?}",
+            "the writer published {} of {target} events in {COMMIT_TIMEOUT:?}",
             live.last_seq()
         );
         std::thread::sleep(Duration::from_micros(50));
@@ -165,6 +172,11 @@ fn writer_run(
     thread
         .join()
         .unwrap_or_else(|_| panic!("the writer panicked"));
+    assert_eq!(
+        metrics.incidents_opened.get(),
+        incidents,
+        "the rules fired otherwise than planned"
+    );
     elapsed
 }
 
@@ -220,8 +232,20 @@ fn raw_run(folder: &Path, rows: &[Row], synchronous_full: bool) -> Duration {
     started.elapsed()
 }
 
+/// None of the rules fires: the values stay below 10^6.
+const NEVER: &str = "value > 1000000";
+
+/// Each device's `reg-00` reads `k × 2000 + device` at its k-th event (k = 0..=24): this
+/// becomes true at every even k, so 1,300 of the 50,000 events raise: an incident per device
+/// (100), then evidence added to it (1,200), as on a busy alarm night.
+const EVERY_OTHER: &str = "value % 4000 < 2000";
+
+/// The incidents [`EVERY_OTHER`] opens: one per device.
+const FIRING_INCIDENTS: u64 = 100;
+
 fn append_throughput(c: &mut Criterion) {
-    let config = site_config();
+    let config = site_config(NEVER);
+    let firing = site_config(EVERY_OTHER);
     let template = observations(EVENTS);
     let raw_rows = rows(&template);
     let producer = tokio::runtime::Builder::new_current_thread()
@@ -251,19 +275,43 @@ fn append_throughput(c: &mut Criterion) {
             b.iter_custom(|iterations| {
                 (0..iterations)
                     .map(|_| {
-                        writer_run(&producer, &config, template.clone(), synchronous_full, None)
+                        writer_run(
+                            &producer,
+                            &config,
+                            template.clone(),
+                            synchronous_full,
+                            None,
+                            0,
+                        )
                     })
                     .sum()
             });
         });
     }
+    // Rules that fire: incidents opened and evidence added in the events' transactions.
+    group.bench_function("writer_rules_firing/normal", |b| {
+        b.iter_custom(|iterations| {
+            (0..iterations)
+                .map(|_| {
+                    writer_run(
+                        &producer,
+                        &firing,
+                        template.clone(),
+                        false,
+                        None,
+                        FIRING_INCIDENTS,
+                    )
+                })
+                .sum()
+        });
+    });
     // With an uplink every event also goes to the outbox, in the same transaction.
     group.bench_function("writer_with_outbox/normal", |b| {
         b.iter_custom(|iterations| {
             (0..iterations)
                 .map(|_| {
                     let outbox = Some(OUTBOX_MAX_RECORDS);
-                    writer_run(&producer, &config, template.clone(), false, outbox)
+                    writer_run(&producer, &config, template.clone(), false, outbox, 0)
                 })
                 .sum()
         });
