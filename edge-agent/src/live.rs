@@ -117,8 +117,10 @@ impl Live {
                     );
                 }
             }
-            EventBody::Command { .. } | EventBody::Incident { .. } | EventBody::ZoneMode { .. } => {
-            }
+            EventBody::Command { .. }
+            | EventBody::Incident { .. }
+            | EventBody::ZoneMode { .. }
+            | EventBody::Bypass { .. } => {}
         }
     }
 

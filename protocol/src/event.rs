@@ -69,6 +69,12 @@ pub enum EventBody {
         /// An operator's name, `rule:<id>` or `schedule:<id>`.
         by: String,
     },
+    /// A point was taken out of the alarm system (bypassed) or put back, by a person.
+    Bypass {
+        point: PointId,
+        bypassed: bool,
+        by: String,
+    },
 }
 
 impl EventBody {
@@ -79,6 +85,7 @@ impl EventBody {
             EventBody::Command { .. } => EventKind::Command,
             EventBody::Incident { .. } => EventKind::Incident,
             EventBody::ZoneMode { .. } => EventKind::ZoneMode,
+            EventBody::Bypass { .. } => EventKind::Bypass,
         }
     }
 
@@ -87,13 +94,17 @@ impl EventBody {
             EventBody::Observation { device, .. }
             | EventBody::DeviceStatus { device, .. }
             | EventBody::Command { device, .. } => Some(device),
-            EventBody::Incident { .. } | EventBody::ZoneMode { .. } => None,
+            EventBody::Incident { .. } | EventBody::ZoneMode { .. } | EventBody::Bypass { .. } => {
+                None
+            }
         }
     }
 
     pub fn point(&self) -> Option<&PointId> {
         match self {
-            EventBody::Observation { point, .. } | EventBody::Command { point, .. } => Some(point),
+            EventBody::Observation { point, .. }
+            | EventBody::Command { point, .. }
+            | EventBody::Bypass { point, .. } => Some(point),
             EventBody::DeviceStatus { .. }
             | EventBody::Incident { .. }
             | EventBody::ZoneMode { .. } => None,
@@ -111,15 +122,17 @@ pub enum EventKind {
     Command,
     Incident,
     ZoneMode,
+    Bypass,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Observation,
         EventKind::DeviceStatus,
         EventKind::Command,
         EventKind::Incident,
         EventKind::ZoneMode,
+        EventKind::Bypass,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +142,7 @@ impl EventKind {
             EventKind::Command => "command",
             EventKind::Incident => "incident",
             EventKind::ZoneMode => "zone_mode",
+            EventKind::Bypass => "bypass",
         }
     }
 }
@@ -140,7 +154,7 @@ impl std::str::FromStr for EventKind {
             .into_iter()
             .find(|kind| kind.as_str() == text)
             .ok_or_else(|| {
-                format!("unknown event kind `{text}`: expected observation, device_status, command, incident or zone_mode")
+                format!("unknown event kind `{text}`: expected observation, device_status, command, incident, zone_mode or bypass")
             })
     }
 }

@@ -431,6 +431,15 @@ impl From<&Event> for pb::Event {
                     by: by.clone(),
                 })
             }
+            EventBody::Bypass {
+                point,
+                bypassed,
+                by,
+            } => Body::Bypass(pb::PointBypass {
+                point: point.to_string(),
+                bypassed: *bypassed,
+                by: by.clone(),
+            }),
         };
         pb::Event {
             journal_seq: event.seq,
@@ -512,6 +521,11 @@ impl TryFrom<pb::Event> for Event {
                     by: z.by,
                 }
             }
+            Body::Bypass(b) => EventBody::Bypass {
+                point: id("bypass.point", b.point)?,
+                bypassed: b.bypassed,
+                by: b.by,
+            },
         };
         Ok(Event {
             seq: event.journal_seq,

@@ -6,8 +6,8 @@
 //! [`Raise`](crate::engine::Raise) (ids 1, 2, ...) and adds the evidence of a raise that names
 //! one, and feeds each incident's event back to the engine. Commands, clips and modes are only
 //! reported. Incident events in the input are skipped: the replay makes its own; so are zone
-//! mode changes made by rules and schedules. A zone mode change a person made is replayed as
-//! that person's request.
+//! mode changes made by rules and schedules. A zone mode change or a bypass a person made is
+//! replayed as that person's request.
 
 use std::collections::BTreeMap;
 
@@ -100,6 +100,14 @@ impl Replay {
                 if let Ok(outputs) = self.engine.set_mode(zone, *mode, by, self.now) {
                     outcomes.extend(self.apply(outputs));
                 }
+                outcomes
+            }
+            EventBody::Bypass {
+                point, bypassed, ..
+            } => {
+                let outcomes = self.advance(at);
+                // A point this site no longer has: nothing to replay.
+                let _ = self.engine.bypass(point, *bypassed);
                 outcomes
             }
             _ => {

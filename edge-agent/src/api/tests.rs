@@ -437,10 +437,14 @@ async fn guards_arm_and_disarm_zones_and_integrators_bypass_points() {
         (json!(2), json!(false))
     );
 
-    // The change is journaled with who made it.
+    // The changes are journaled with who made them.
     let (_, events) = get(&f.app, "/api/v1/events?kind=zone_mode", "guard").await;
     assert_eq!(events["items"][0]["mode"], "disarmed");
     assert_eq!(events["items"][0]["by"], "guard");
+    let (_, events) = get(&f.app, "/api/v1/events?kind=bypass", "guard").await;
+    assert_eq!(events["items"][0]["point"], "door");
+    assert_eq!(events["items"][0]["bypassed"], true);
+    assert_eq!(events["items"][0]["by"], "integrator");
 }
 
 #[tokio::test]

@@ -565,6 +565,13 @@ impl Writer {
                     let result = self.rules.engine_mut().bypass(point, *on);
                     if result.is_ok() {
                         tracing::warn!(%point, bypassed = *on, %by, "point bypass changed");
+                        let body = EventBody::Bypass {
+                            point: point.clone(),
+                            bypassed: *on,
+                            by: by.clone(),
+                        };
+                        let event = insert_event(&transaction, recorded_at, body)?;
+                        self.rules.feed(&transaction, event, events)?;
                     }
                     Outcome::Rules(result)
                 }

@@ -12,9 +12,10 @@ use crate::journal::JournalError;
 pub fn priority(body: &EventBody) -> i64 {
     match body {
         EventBody::Observation { .. } => 0,
-        EventBody::DeviceStatus { .. } | EventBody::Command { .. } | EventBody::ZoneMode { .. } => {
-            1
-        }
+        EventBody::DeviceStatus { .. }
+        | EventBody::Command { .. }
+        | EventBody::ZoneMode { .. }
+        | EventBody::Bypass { .. } => 1,
         EventBody::Incident { .. } => 2,
     }
 }

@@ -184,6 +184,13 @@ fn arb_body() -> impl Strategy<Value = EventBody> {
                 effective_at,
                 by
             }),
+        (arb_id::<PointId>(), any::<bool>(), ".{0,10}").prop_map(|(point, bypassed, by)| {
+            EventBody::Bypass {
+                point,
+                bypassed,
+                by,
+            }
+        }),
     ]
 }
 

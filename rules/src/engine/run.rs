@@ -154,7 +154,7 @@ impl Engine {
                 self.track_incident(incident);
             }
             // The engine made the change itself.
-            EventBody::ZoneMode { .. } => {}
+            EventBody::ZoneMode { .. } | EventBody::Bypass { .. } => {}
         }
         out
     }
