@@ -435,7 +435,7 @@ async fn after_a_restart_an_unreachable_device_is_offline_and_its_points_stale()
         Some(1),
         "{incidents}"
     );
-    // Closing and opening again is a new alarm.
+    // Closing and opening again is a new trigger: the incident, still open, gets its evidence.
     sim.set_discrete(1, 0, false);
     guard
         .wait_for("/api/v1/points/io.door", WAIT, |p| {
@@ -443,10 +443,17 @@ async fn after_a_restart_an_unreachable_device_is_offline_and_its_points_stale()
         })
         .await?;
     sim.set_discrete(1, 0, true);
-    guard
+    let incidents = guard
         .wait_for("/api/v1/incidents", WAIT, |p| {
-            p["items"].as_array().is_some_and(|i| i.len() == 2)
+            p["items"][0]["evidence"]
+                .as_array()
+                .is_some_and(|e| e.len() == 2)
         })
         .await?;
+    assert_eq!(
+        incidents["items"].as_array().map(Vec::len),
+        Some(1),
+        "{incidents}"
+    );
     Ok(())
 }
