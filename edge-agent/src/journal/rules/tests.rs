@@ -52,6 +52,12 @@ async fn append(journal: &TestJournal, point: &str, value: Value) -> u64 {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A door opened twice in the armed lobby: one incident, then its second piece of evidence.
+const OPENED_THEN_EVIDENCE: [(IncidentChange, u64, Severity, usize); 2] = [
+    (IncidentChange::Opened, 1, Severity::High, 1),
+    (IncidentChange::EvidenceAdded, 1, Severity::High, 2),
+];
+
 /// The incident events of the journal: (change, incident id, severity, evidence count).
 fn incident_events(events: &[Event]) -> Vec<(IncidentChange, u64, Severity, usize)> {
     events
@@ -100,13 +106,7 @@ async fn repeats_add_evidence_and_an_unacknowledged_incident_escalates() {
     append(&journal, "door", Value::Bool(false)).await;
     append(&journal, "door", Value::Bool(true)).await;
     let events = all_events(&journal.reader);
-    assert_eq!(
-        incident_events(&events),
-        [
-            (IncidentChange::Opened, 1, Severity::High, 1),
-            (IncidentChange::EvidenceAdded, 1, Severity::High, 2),
-        ]
-    );
+    assert_eq!(incident_events(&events), OPENED_THEN_EVIDENCE);
     // The incident's event is in the transaction of the observation that raised it.
     let incident_event = events
         .iter()
@@ -402,13 +402,7 @@ async fn a_batch_that_fails_to_commit_is_evaluated_again_from_the_committed_stat
     append(&journal, "door", Value::Bool(false)).await;
     append(&journal, "door", Value::Bool(true)).await;
     let events = all_events(&journal.reader);
-    assert_eq!(
-        incident_events(&events),
-        [
-            (IncidentChange::Opened, 1, Severity::High, 1),
-            (IncidentChange::EvidenceAdded, 1, Severity::High, 2),
-        ]
-    );
+    assert_eq!(incident_events(&events), OPENED_THEN_EVIDENCE);
     let incident = journal
         .reader
         .run(|c| crate::journal::query::incident(c, 1))
