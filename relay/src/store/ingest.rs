@@ -21,7 +21,7 @@ pub const MAX_BATCH_RECORDS: usize = 5000;
 /// How many rows after the ack one query reads while advancing it.
 const ADVANCE_CHUNK: i64 = 256;
 
-/// What a record adds to a statement's values besides its texts: ten 4-byte lengths and
+/// What a record adds to a statement's values besides its texts: eight 4-byte lengths and
 /// four 8-byte integers, with room to spare.
 const RECORD_OVERHEAD_BYTES: usize = 96;
 
@@ -104,7 +104,7 @@ impl Store {
         let scope = TenantScope::new(id_column(&locked, "tenant_id")?);
         let acked_before = u64_column(&locked, "acked_seq")?;
 
-        let inserted = insert_records(connection, self.inserts, &scope, appliance, &rows).await?;
+        let inserted = insert_records(connection, self.inserts, appliance, &rows).await?;
         let mut stored = Vec::new();
         let mut downlinks_done = 0;
         let mut covered = Vec::new();
@@ -186,14 +186,25 @@ fn check_record(record: &IngestRecord) -> Result<CheckedRecord<'_>, StoreError> 
 
 /// Inserts the batch's records, as many to a statement as `limits` allow, skipping those whose
 /// `(appliance, seq)` is stored (and a seq repeated within the batch after its first
-/// occurrence). Says, record by record, whether it was inserted.
+/// occurrence). Says, record by record, whether it was inserted. Must run under the
+/// appliance's row lock.
 ///
 /// One statement per chunk rather than one per record: the per-statement round trip is what
-/// bounds a backlog drain.
+/// bounds a backlog drain. And what PostgreSQL does per record is kept small:
+///
+/// - The values carry no tenant and no appliance: the statement takes both columns from the
+///   appliance's own row, so a record's tenant cannot differ from its appliance's. This is the
+///   only statement that inserts records, and it stands in for a foreign key
+///   `(tenant_id, appliance_id) → appliances`, which PostgreSQL would check record by record
+///   (see `migrations/0005_records_without_foreign_key.sql`).
+/// - Only records at or below the highest seq stored for the appliance can be duplicates:
+///   under the appliance's lock no one else stores its records, and the batch's own repeats
+///   are left out. Those few go in `INSERT ... ON CONFLICT DO NOTHING RETURNING seq` (whose
+///   check costs PostgreSQL one more index search per record); the others, all of a
+///   backlog, in plain `INSERT`s, which return nothing: they insert every row or fail.
 async fn insert_records(
     connection: &mut AnyConnection,
     limits: InsertLimits,
-    scope: &TenantScope,
     appliance: &ApplianceId,
     rows: &[CheckedRecord<'_>],
 ) -> Result<Vec<bool>, StoreError> {
@@ -202,38 +213,36 @@ async fn insert_records(
         .iter()
         .map(|row| first_occurrence.insert(row.seq))
         .collect();
+    let highest_stored: Option<i64> =
+        sqlx::query("SELECT MAX(seq) AS highest FROM records WHERE appliance_id = $1")
+            .bind(appliance.as_str())
+            .fetch_one(&mut *connection)
+            .await?
+            .try_get("highest")?;
+    let (new, maybe_stored): (Vec<&CheckedRecord<'_>>, Vec<&CheckedRecord<'_>>) =
+        pick(rows, &unique, true).partition(|row| Some(row.seq) > highest_stored);
     let mut inserted_seqs = HashSet::with_capacity(rows.len());
-    let candidates: Vec<&CheckedRecord<'_>> = pick(rows, &unique, true).collect();
-    for chunk in statement_chunks(&candidates, limits, scope, appliance) {
-        let mut sql = Sql::new(
-            "INSERT INTO records (tenant_id, appliance_id, seq, through_seq, recorded_at, kind, \
-             device, point, incident_id, body) VALUES ",
-        );
-        for (index, row) in chunk.iter().enumerate() {
-            let record = row.record;
-            sql.push(if index == 0 { "(" } else { ", (" })
-                .text(scope.id())
-                .push(", ")
-                .text(appliance.as_str())
-                .push(", ")
-                .int(row.seq)
-                .push(", ")
-                .int(row.through_seq)
-                .push(", ")
-                .int(record.recorded_at)
-                .push(", ")
-                .text(record.kind.as_str())
-                .push(", ")
-                .optional_text(record.device.as_deref())
-                .push(", ")
-                .optional_text(record.point.as_deref())
-                .push(", ")
-                .optional_int(row.incident_id)
-                .push(", ")
-                .text(record.body.as_str())
-                .push(")");
+    for chunk in statement_chunks(&new, limits) {
+        let done = insert_statement(appliance, chunk, "")
+            .query()
+            .execute(&mut *connection)
+            .await?;
+        // All or an error: the appliance's row is there (locked), and so is no record of the
+        // chunk.
+        if done.rows_affected() != chunk.len() as u64 {
+            return Err(StoreError::Corrupt {
+                column: "records",
+                reason: format!(
+                    "{} of {} new records were inserted",
+                    done.rows_affected(),
+                    chunk.len()
+                ),
+            });
         }
-        sql.push(" ON CONFLICT (appliance_id, seq) DO NOTHING RETURNING seq");
+        inserted_seqs.extend(chunk.iter().map(|row| row.seq));
+    }
+    for chunk in statement_chunks(&maybe_stored, limits) {
+        let sql = insert_statement(appliance, chunk, SKIP_STORED);
         for returned in sql.query().fetch_all(&mut *connection).await? {
             inserted_seqs.insert(returned.try_get::<i64, _>("seq")?);
         }
@@ -245,20 +254,66 @@ async fn insert_records(
         .collect())
 }
 
+/// What ends an `INSERT` of records that may be stored already: it skips them and says which
+/// it inserted.
+const SKIP_STORED: &str = " ON CONFLICT (appliance_id, seq) DO NOTHING RETURNING seq";
+
+/// One `INSERT` of `rows` for `appliance`, ending with `tail`.
+fn insert_statement(
+    appliance: &ApplianceId,
+    rows: &[&CheckedRecord<'_>],
+    tail: &'static str,
+) -> Sql {
+    // A CTE names the columns of VALUES on both databases (SQLite has no `AS v (...)`). The
+    // `WHERE` also keeps SQLite from reading `ON CONFLICT` as a join's `ON`.
+    let mut sql = Sql::new(
+        "WITH batch (seq, through_seq, recorded_at, kind, device, point, incident_id, body) \
+         AS (VALUES ",
+    );
+    for (index, row) in rows.iter().enumerate() {
+        let record = row.record;
+        sql.push(if index == 0 { "(" } else { ", (" })
+            .int(row.seq)
+            .push(", ")
+            .int(row.through_seq)
+            .push(", ")
+            .int(record.recorded_at)
+            .push(", ")
+            .text(record.kind.as_str())
+            .push(", ")
+            .optional_text(record.device.as_deref())
+            .push(", ")
+            .optional_text(record.point.as_deref())
+            .push(", ")
+            .optional_int(row.incident_id)
+            .push(", ")
+            .text(record.body.as_str())
+            .push(")");
+    }
+    sql.push(
+        ") INSERT INTO records (tenant_id, appliance_id, seq, through_seq, recorded_at, kind, \
+         device, point, incident_id, body) \
+         SELECT appliances.tenant_id, appliances.id, batch.seq, batch.through_seq, \
+         batch.recorded_at, batch.kind, batch.device, batch.point, batch.incident_id, \
+         batch.body \
+         FROM appliances, batch WHERE appliances.id = ",
+    )
+    .text(appliance.as_str());
+    sql.push(tail);
+    sql
+}
+
 /// Splits records into runs that each fit one `INSERT`; a record larger than the budget
 /// goes alone.
 fn statement_chunks<'r, 'a>(
     rows: &'r [&'r CheckedRecord<'a>],
     limits: InsertLimits,
-    scope: &TenantScope,
-    appliance: &ApplianceId,
 ) -> Vec<&'r [&'r CheckedRecord<'a>]> {
-    let fixed = RECORD_OVERHEAD_BYTES + scope.id().len() + appliance.as_str().len();
     let mut chunks = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (index, row) in rows.iter().enumerate() {
         let record = row.record;
-        let size = fixed
+        let size = RECORD_OVERHEAD_BYTES
             + record.kind.len()
             + record.device.as_ref().map_or(0, String::len)
             + record.point.as_ref().map_or(0, String::len)

@@ -29,8 +29,17 @@
 //!   authenticated API token) or for the relay itself from an appliance
 //!   ([`Store::appliance_scope`], [`IngestOutcome::scope`]). A row of another tenant is
 //!   `None` to a read, [`StoreError::NotFound`] to a write, and never in a list. The schema
-//!   backs this with composite foreign keys `(tenant_id, appliance_id)`, so a record, claim,
+//!   backs this with composite foreign keys `(tenant_id, appliance_id)`, so a claim,
 //!   incident, alert or command cannot name an appliance of another tenant.
+//! - **A record's tenant and appliance are its appliance row's.** Records have no foreign
+//!   key (PostgreSQL would check one record by record, a third of its time in a backlog
+//!   drain; migration 0005 dropped it). Instead the one statement that inserts records
+//!   (`ingest.rs`, `insert_records`) binds neither column: it copies both from the appliance's
+//!   row, which the batch has locked. That row is never deleted and never changes tenant: no
+//!   statement does either, and the database refuses both, because every appliance is created
+//!   with its claim code, claim codes are never deleted, and their foreign key
+//!   `(tenant_id, appliance_id)` names the appliance. So no record is orphaned or filed under
+//!   another tenant.
 //! - **The relay's own paths cross tenants, and only they.** They take no scope because no
 //!   operator is behind them, and each names what it trusts instead:
 //!   - ingestion and statuses ([`Store::ingest`], [`Store::set_appliance_status`]) trust the
@@ -45,8 +54,10 @@
 //!     [`Store::mark_downlink_sent`] work on the command queue of every tenant (the rows
 //!     carry their tenant); nothing they return reaches an operator.
 //! - **Idempotent ingestion.** A record is stored once per `(appliance, seq)`: redelivery is an
-//!   `ON CONFLICT DO NOTHING`, counted as a duplicate. A batch is one transaction; nothing is
-//!   acknowledged before it commits.
+//!   `ON CONFLICT DO NOTHING`, counted as a duplicate. Records above the appliance's highest
+//!   stored seq, read under its row lock (below), cannot be stored yet and go in plain
+//!   `INSERT`s, which PostgreSQL does with one index search per record fewer. A batch is one
+//!   transaction; nothing is acknowledged before it commits.
 //! - **The ack is contiguous.** `appliances.acked_seq` is the highest `n` such that every
 //!   `seq` in `1..=n` is stored, where an eviction marker at `seq` with `through_seq = t`
 //!   covers `seq..=t` (the appliance dropped those records during an outage; they count as

@@ -1,9 +1,12 @@
 //! Idempotent ingestion, the contiguous ack, and incident state.
 
 use gatehouse_protocol::{ApplianceId, IncidentState, Severity};
+use sqlx::Row;
 
-use super::fixtures::{Fixture, SECOND, T0, evicted, incident_record, observation, observations};
-use crate::store::{EventFilter, IngestRecord, Page, Store, StoreError};
+use super::fixtures::{
+    Fixture, SECOND, T0, claimed_appliance, evicted, incident_record, observation, observations,
+};
+use crate::store::{EventFilter, IngestRecord, Page, Store, StoreError, is_foreign_key_violation};
 
 on_both_backends!(
     same_batch_twice_is_stored_once_and_acked_the_same,
@@ -15,6 +18,7 @@ on_both_backends!(
     bad_batches_are_refused_whole,
     concurrent_batches_of_one_appliance_are_applied_one_after_the_other,
     a_batch_larger_than_one_statement_is_stored_whole,
+    a_records_tenant_and_appliance_are_its_appliance_rows,
 );
 
 /// How many records of the fixture's appliance are stored, and their seqs in order.
@@ -181,6 +185,68 @@ async fn a_batch_larger_than_one_statement_is_stored_whole(store: &Store) -> any
     unordered.extend(observations(502, 599));
     let outcome = store.ingest(&fixture.appliance, &unordered).await?;
     assert_eq!((outcome.inserted, outcome.duplicates), (200, 0));
+    Ok(())
+}
+
+/// Records have no foreign key to their appliance (migration 0005): the statement that inserts
+/// them takes both columns from the appliance's row, and the database refuses to delete an
+/// appliance or to move it to another tenant (its claim code's foreign key).
+async fn a_records_tenant_and_appliance_are_its_appliance_rows(
+    store: &Store,
+) -> anyhow::Result<()> {
+    let a = Fixture::new(store, "alpha").await?;
+    let b = Fixture::new(store, "bravo").await?;
+    let spare = claimed_appliance(store, &a.scope, &a.site, "spare").await?;
+    for appliance in [&a.appliance, &b.appliance, &spare] {
+        let mut batch = observations(1, 3);
+        batch.push(incident_record(4, 1, IncidentState::Open));
+        batch.push(evicted(5, 9));
+        store.ingest(appliance, &batch).await?;
+    }
+    let rows = sqlx::query(
+        "SELECT records.appliance_id, records.tenant_id, appliances.tenant_id AS owner \
+         FROM records LEFT JOIN appliances ON appliances.id = records.appliance_id",
+    )
+    .fetch_all(&store.pool)
+    .await?;
+    assert_eq!(rows.len(), 15);
+    for row in &rows {
+        let appliance: String = row.try_get("appliance_id")?;
+        let tenant: String = row.try_get("tenant_id")?;
+        let owner: Option<String> = row.try_get("owner")?;
+        assert_eq!(Some(tenant), owner, "records of {appliance}");
+    }
+
+    // `spare` has records but no incident, alert or command: only its claim code holds it.
+    let deleted = sqlx::query("DELETE FROM appliances WHERE id = $1")
+        .bind(spare.as_str())
+        .execute(&store.pool)
+        .await;
+    assert!(
+        matches!(&deleted, Err(error) if is_foreign_key_violation(error)),
+        "{deleted:?}"
+    );
+    let moved = sqlx::query("UPDATE appliances SET tenant_id = $2, site_id = $3 WHERE id = $1")
+        .bind(spare.as_str())
+        .bind(b.scope.id())
+        .bind(b.site.as_str())
+        .execute(&store.pool)
+        .await;
+    assert!(
+        matches!(&moved, Err(error) if is_foreign_key_violation(error)),
+        "{moved:?}"
+    );
+    let spare_records = store
+        .events(
+            &a.scope,
+            &EventFilter {
+                appliance: Some(spare.clone()),
+                ..EventFilter::default()
+            },
+            &Page::first(100),
+        )
+        .await?;
+    assert_eq!(spare_records.items.len(), 5);
     Ok(())
 }
 

@@ -38,6 +38,7 @@ mod fixtures;
 mod harness;
 mod ingest;
 mod isolation;
+mod migrations;
 mod operators;
 mod property;
 mod rejected;
