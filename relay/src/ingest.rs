@@ -55,7 +55,8 @@
 //! the other in the order they came (a status after the batch before it), while appliances on
 //! other workers go on. Records batches of one appliance that wait one behind the other (a
 //! backlog coming in) are stored together, in one transaction, up to [`MERGE_MESSAGES`] of
-//! them and [`MAX_BATCH_RECORDS`] records. Every store call is bounded by [`STORE_TIMEOUT`]; one that takes longer
+//! them and [`MAX_BATCH_RECORDS`] records; while one such group is stored, the batches behind
+//! it are decoded already. Every store call is bounded by [`STORE_TIMEOUT`]; one that takes longer
 //! is a transient failure like an unreachable database: no ack to the appliance, which sends
 //! the batch again.
 //!
@@ -671,36 +672,110 @@ struct Job {
     publish: Publish,
 }
 
+/// Messages a worker handles together: one message, or records batches of one appliance that
+/// waited one behind the other, decoded as they were taken.
+struct Group {
+    jobs: Vec<Job>,
+    /// For records batches, each job's payload decoded.
+    decoded: Vec<Result<DecodedBatch, Refusal>>,
+}
+
+impl Group {
+    fn new(job: Job) -> Group {
+        let mut group = Group {
+            jobs: Vec::with_capacity(MERGE_MESSAGES),
+            decoded: Vec::with_capacity(MERGE_MESSAGES),
+        };
+        group.push(job);
+        group
+    }
+
+    fn is_records(&self) -> bool {
+        self.jobs[0].channel == Channel::UpRecords
+    }
+
+    /// Whether `job` can join: records batches of the same appliance, up to
+    /// [`MERGE_MESSAGES`].
+    fn takes(&self, job: &Job) -> bool {
+        self.is_records()
+            && self.jobs.len() < MERGE_MESSAGES
+            && job.channel == Channel::UpRecords
+            && job.appliance == self.jobs[0].appliance
+    }
+
+    fn push(&mut self, job: Job) {
+        if job.channel == Channel::UpRecords {
+            self.decoded.push(decode_records(&job.publish.payload));
+        }
+        self.jobs.push(job);
+    }
+}
+
 /// A worker: handles its queue's messages one after the other until the queue closes.
 /// Records batches of one appliance that wait one behind the other (a backlog being sent)
 /// are taken together, up to [`MERGE_MESSAGES`], and stored in one transaction: the
 /// per-transaction work (the appliance's row lock, the ack, the commit) is paid once.
+///
+/// While a records group is being stored, the worker takes the records batches that arrive
+/// behind it and decodes them (the next group), so the database does not wait for that
+/// decoding once the store call returns. It stops taking at any other message, which waits
+/// for the groups before it: the order of one appliance's messages is kept.
 async fn work(handler: Arc<Handler>, client: AsyncClient, mut jobs: mpsc::Receiver<Job>) {
     let mut next: Option<Job> = None;
+    let mut following: Option<Group> = None;
+    let mut closed = false;
     loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match jobs.recv().await {
-                Some(job) => job,
-                None => return,
-            },
+        let group = match following.take() {
+            Some(group) => group,
+            None => {
+                let job = match next.take() {
+                    Some(job) => job,
+                    None => match jobs.recv().await {
+                        Some(job) => job,
+                        None => return,
+                    },
+                };
+                let mut group = Group::new(job);
+                while group.is_records() && group.jobs.len() < MERGE_MESSAGES {
+                    match jobs.try_recv() {
+                        Ok(job) if group.takes(&job) => group.push(job),
+                        Ok(job) => {
+                            next = Some(job);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                group
+            }
         };
-        let mut group = vec![job];
-        while group[0].channel == Channel::UpRecords && group.len() < MERGE_MESSAGES {
-            match jobs.try_recv() {
-                Ok(job)
-                    if job.channel == Channel::UpRecords && job.appliance == group[0].appliance =>
-                {
-                    group.push(job);
-                }
-                Ok(job) => {
-                    next = Some(job);
-                    break;
-                }
-                Err(_) => break,
+        if !group.is_records() {
+            handler.handle(&client, group).await;
+            continue;
+        }
+        let storing = handler.handle(&client, group);
+        tokio::pin!(storing);
+        loop {
+            let taking = !closed
+                && next.is_none()
+                && following
+                    .as_ref()
+                    .is_none_or(|group| group.jobs.len() < MERGE_MESSAGES);
+            tokio::select! {
+                biased;
+                () = &mut storing => break,
+                job = jobs.recv(), if taking => match job {
+                    None => closed = true,
+                    Some(job) => match following.as_mut() {
+                        Some(group) if group.takes(&job) => group.push(job),
+                        None if job.channel == Channel::UpRecords => {
+                            following = Some(Group::new(job));
+                        }
+                        _ => next = Some(job),
+                    },
+                },
             }
         }
-        handler.handle(&client, group).await;
     }
 }
 
@@ -742,12 +817,16 @@ struct Handler {
 impl Handler {
     /// Handles one message, or records batches of one appliance together, then
     /// acknowledges them to the broker.
-    async fn handle(&self, client: &AsyncClient, jobs: Vec<Job>) {
+    async fn handle(&self, client: &AsyncClient, group: Group) {
+        let Group { jobs, decoded } = group;
         let Some(first) = jobs.first() else {
             return;
         };
         let result = match first.channel {
-            Channel::UpRecords => self.ingest_batches(client, &first.appliance, &jobs).await,
+            Channel::UpRecords => {
+                self.ingest_batches(client, &first.appliance, &jobs, decoded)
+                    .await
+            }
             _ => self.process(client, first).await,
         };
         match result {
@@ -812,17 +891,18 @@ impl Handler {
         }
     }
 
-    /// Decodes an appliance's records messages and stores them, together as far as
+    /// Stores an appliance's decoded records messages, together as far as
     /// [`MAX_BATCH_RECORDS`] allows. A message that does not decode is refused alone.
     async fn ingest_batches(
         &self,
         client: &AsyncClient,
         appliance: &ApplianceId,
         jobs: &[Job],
+        decoded: Vec<Result<DecodedBatch, Refusal>>,
     ) -> Result<(), Outcome> {
         let mut merged: Option<DecodedBatch> = None;
-        for job in jobs {
-            let decoded = match decode_records(&job.publish.payload) {
+        for (job, decoded) in jobs.iter().zip(decoded) {
+            let decoded = match decoded {
                 Ok(decoded) => decoded,
                 Err(refusal) => {
                     self.refused(&job.topic, &refusal);
@@ -1476,8 +1556,16 @@ mod tests {
                     topic: topic.clone(),
                     publish: Publish::new(topic.clone(), QoS::AtLeastOnce, payload, None),
                 })
-                .collect();
-            self.handler.handle(&self.client, jobs).await;
+                .collect::<Vec<Job>>();
+            let mut jobs = jobs.into_iter();
+            let Some(first) = jobs.next() else {
+                return;
+            };
+            let mut group = Group::new(first);
+            for job in jobs {
+                group.push(job);
+            }
+            self.handler.handle(&self.client, group).await;
         }
 
         /// What the relay published since the last call, from the client's queue.
@@ -1587,6 +1675,68 @@ mod tests {
         assert_eq!(setup.published()?, vec![ack(8), ack(big_end + 1)]);
         assert_eq!(setup.counter(|c| &c.batches), 3);
         assert_eq!(setup.counter(|c| &c.records_inserted), big_end + 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_worker_takes_batches_in_order_while_it_stores_and_stops_at_other_messages()
+    -> anyhow::Result<()> {
+        let mut setup = Setup::new(STORE_TIMEOUT).await?;
+        let records = |first: u64| {
+            batch(
+                (first..first + 3)
+                    .map(|seq| device_online(seq, "plc-1"))
+                    .collect(),
+            )
+        };
+        let job = |channel: Channel, payload: Vec<u8>| {
+            let topic = topic(&setup.appliance, channel);
+            Job {
+                appliance: setup.appliance.clone(),
+                channel,
+                topic: topic.clone(),
+                publish: Publish::new(topic, QoS::AtLeastOnce, payload, None),
+            }
+        };
+        // More than one group's worth queued, then a status, then one more batch: the first
+        // group is stored while the worker takes (and decodes) the next batches, up to the
+        // status.
+        let (queue, jobs) = mpsc::channel(WORKER_QUEUE);
+        for index in 0..13 {
+            queue.try_send(job(Channel::UpRecords, records(1 + 3 * index)))?;
+        }
+        queue.try_send(job(Channel::UpStatus, status(true)))?;
+        queue.try_send(job(Channel::UpRecords, records(40)))?;
+        drop(queue);
+        let handler = Arc::new(Handler {
+            store: setup.store.clone(),
+            hub: Hub::new(),
+            counters: setup.handler.counters.clone(),
+            store_timeout: STORE_TIMEOUT,
+        });
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            work(handler, setup.client.clone(), jobs),
+        )
+        .await?;
+
+        let acks: Vec<u64> = setup
+            .published()?
+            .into_iter()
+            .filter_map(|body| match body {
+                pb::envelope::Body::Ack(ack) => Some(ack.up_to_seq),
+                _ => None,
+            })
+            .collect();
+        assert!(acks.windows(2).all(|pair| pair[0] < pair[1]), "{acks:?}");
+        assert_eq!(acks.last(), Some(&42));
+        assert_eq!(setup.counter(|c| &c.records_inserted), 42);
+        assert_eq!(setup.counter(|c| &c.rejected), 0);
+        let appliance = setup
+            .store
+            .appliance(&setup.scope, &setup.appliance)
+            .await?;
+        assert_eq!(appliance.map(|a| (a.online, a.acked_seq)), Some((true, 42)));
         Ok(())
     }
 
