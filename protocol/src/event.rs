@@ -165,6 +165,9 @@ impl std::str::FromStr for EventKind {
 #[serde(rename_all = "snake_case")]
 pub enum DeviceStatus {
     Online,
+    /// Reachable, but not wholly working: some of its points cannot be read, or the device
+    /// reports trouble of its own. The event's reason says what.
+    Degraded,
     Offline,
 }
 

@@ -369,8 +369,9 @@ impl From<&Event> for pb::Event {
                 reason,
             } => Body::DeviceStatus(pb::DeviceStatusChange {
                 device: device.to_string(),
-                online: *status == DeviceStatus::Online,
+                online: *status != DeviceStatus::Offline,
                 reason: reason.clone(),
+                degraded: *status == DeviceStatus::Degraded,
             }),
             EventBody::Command {
                 device,
@@ -467,10 +468,10 @@ impl TryFrom<pb::Event> for Event {
             },
             Body::DeviceStatus(d) => EventBody::DeviceStatus {
                 device: id("device_status.device", d.device)?,
-                status: if d.online {
-                    DeviceStatus::Online
-                } else {
-                    DeviceStatus::Offline
+                status: match (d.online, d.degraded) {
+                    (false, _) => DeviceStatus::Offline,
+                    (true, false) => DeviceStatus::Online,
+                    (true, true) => DeviceStatus::Degraded,
                 },
                 reason: d.reason,
             },

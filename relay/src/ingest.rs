@@ -1272,6 +1272,7 @@ mod tests {
                     device: device.to_owned(),
                     online: true,
                     reason: None,
+                    degraded: false,
                 })),
             }),
         )

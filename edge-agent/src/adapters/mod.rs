@@ -72,9 +72,14 @@ impl AdapterContext {
     }
 }
 
-/// One device's protocol driver.
+/// A protocol driver for one device, or for several behind one connection (a serial bus, a
+/// zigbee2mqtt bridge).
 pub trait Adapter: Send + Sync + 'static {
-    fn device(&self) -> &DeviceId;
+    /// What logs call it: its device, or its bus or bridge.
+    fn name(&self) -> &str;
+
+    /// The devices whose commands it executes.
+    fn devices(&self) -> &[DeviceId];
 
     /// Runs until `context.shutdown` is cancelled. Connection failures are handled inside
     /// (reported and retried); returning early is treated as a crash and restarted.
@@ -142,6 +147,10 @@ impl Backoff {
     }
 }
 
+/// How many commands may wait for an adapter, per device it drives, before more are refused
+/// as busy.
+const COMMANDS_QUEUED_PER_DEVICE: usize = 16;
+
 /// Starts every adapter under supervision; returns the command router.
 pub fn start(
     adapters: Vec<Arc<dyn Adapter>>,
@@ -153,8 +162,11 @@ pub fn start(
 ) -> CommandRouter {
     let mut routes = HashMap::new();
     for adapter in adapters {
-        let (sender, receiver) = mpsc::channel(16);
-        routes.insert(adapter.device().clone(), sender);
+        let (sender, receiver) =
+            mpsc::channel(COMMANDS_QUEUED_PER_DEVICE * adapter.devices().len().max(1));
+        for device in adapter.devices() {
+            routes.insert(device.clone(), sender.clone());
+        }
         let context = AdapterContext {
             journal: journal.clone(),
             live: live.clone(),
@@ -186,11 +198,11 @@ async fn supervise(adapter: Arc<dyn Adapter>, context: AdapterContext) {
         let delay = backoff.next_delay();
         match outcome {
             Ok(()) => {
-                tracing::error!(device = %adapter.device(), restart_in_ms = delay.as_millis() as u64,
+                tracing::error!(adapter = adapter.name(), restart_in_ms = delay.as_millis() as u64,
                 "adapter returned unexpectedly; restarting")
             }
             Err(error) => {
-                tracing::error!(device = %adapter.device(), %error, restart_in_ms = delay.as_millis() as u64,
+                tracing::error!(adapter = adapter.name(), %error, restart_in_ms = delay.as_millis() as u64,
                 "adapter crashed; restarting")
             }
         }

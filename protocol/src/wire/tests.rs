@@ -125,16 +125,16 @@ fn arb_body() -> impl Strategy<Value = EventBody> {
             }),
         (
             arb_id::<DeviceId>(),
-            any::<bool>(),
+            prop_oneof![
+                Just(DeviceStatus::Online),
+                Just(DeviceStatus::Degraded),
+                Just(DeviceStatus::Offline)
+            ],
             proptest::option::of(".{0,20}")
         )
-            .prop_map(|(device, online, reason)| EventBody::DeviceStatus {
+            .prop_map(|(device, status, reason)| EventBody::DeviceStatus {
                 device,
-                status: if online {
-                    DeviceStatus::Online
-                } else {
-                    DeviceStatus::Offline
-                },
+                status,
                 reason
             }),
         (

@@ -109,6 +109,7 @@ impl Engine {
                 let value = Value::Text(
                     match status {
                         DeviceStatus::Online => "online",
+                        DeviceStatus::Degraded => "degraded",
                         DeviceStatus::Offline => "offline",
                     }
                     .to_owned(),

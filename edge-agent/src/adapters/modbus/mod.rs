@@ -58,8 +58,12 @@ impl ModbusDevice {
 }
 
 impl Adapter for ModbusDevice {
-    fn device(&self) -> &DeviceId {
-        &self.id
+    fn name(&self) -> &str {
+        self.id.as_str()
+    }
+
+    fn devices(&self) -> &[DeviceId] {
+        std::slice::from_ref(&self.id)
     }
 
     fn run<'a>(&'a self, context: &'a AdapterContext) -> BoxFuture<'a, ()> {
