@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::modbus::ModbusDevice;
+use crate::adapters::zigbee::ZigbeeBridge;
 use crate::adapters::{self, Adapter};
 use crate::api::{self, ApiState, Catalog, auth::Users};
 use crate::config::{Config, Synchronous};
@@ -45,6 +46,33 @@ pub enum AgentError {
     WriterStopped,
     #[error("the rules do not compile: {0}")]
     Rules(String),
+    #[error("{0}")]
+    Adapter(String),
+}
+
+/// The adapters of the config's devices: one per Modbus device, one per zigbee2mqtt bridge.
+fn adapters_of(config: &Config) -> Result<Vec<Arc<dyn Adapter>>, AgentError> {
+    let mut adapters: Vec<Arc<dyn Adapter>> = config
+        .modbus
+        .devices
+        .iter()
+        .map(|device| Arc::new(ModbusDevice::new(device.clone())) as Arc<dyn Adapter>)
+        .collect();
+    for bridge in &config.zigbee.bridges {
+        let id = bridge.id.get_ref();
+        let devices = config
+            .zigbee
+            .devices
+            .iter()
+            .filter(|device| config.zigbee.bridge_of(device) == Some(id.as_str()))
+            .cloned()
+            .collect();
+        let client_id = format!("gatehouse-{}-{id}", config.site.id);
+        let adapter = ZigbeeBridge::new(bridge.clone(), devices, client_id)
+            .map_err(|error| AgentError::Adapter(error.to_string()))?;
+        adapters.push(Arc::new(adapter));
+    }
+    Ok(adapters)
 }
 
 /// How long shutdown waits for adapters, and then for the journal writer, to finish.
@@ -108,6 +136,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     live.set_last_seq(last_seq);
     tracing::info!(path = %path.display(), last_seq, "journal open");
     let engine = config.checked_engine().map_err(AgentError::Rules)?;
+    let devices = adapters_of(&config)?;
     let (links, outlets) = journal::rules::links();
     let rules = RuleDriver::new(engine, links, live.clone(), metrics.clone());
 
@@ -124,12 +153,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Writer::new(connection, rules, live.clone(), metrics.clone(), settings).spawn()?;
 
     let mut tasks = JoinSet::new();
-    let devices: Vec<Arc<dyn Adapter>> = config
-        .modbus
-        .devices
-        .iter()
-        .map(|device| Arc::new(ModbusDevice::new(device.clone())) as Arc<dyn Adapter>)
-        .collect();
     let commands = adapters::start(devices, &journal, &live, &metrics, &shutdown, &mut tasks);
     let command_timeout = Duration::from_millis(config.api.command_timeout_ms);
     tasks.spawn(rules::dispatch(

@@ -15,14 +15,16 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use gatehouse_protocol::{SiteId, ZoneId};
+use gatehouse_protocol::{PointId, SiteId, Value, ZoneId};
 use gatehouse_rules::config::{RuleConfig, ScheduleConfig, ZoneConfig};
+use gatehouse_rules::expr::Type;
 use gatehouse_rules::{Catalog, Engine, Site};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::adapters::modbus::config::ModbusConfig;
+use crate::adapters::zigbee::config::ZigbeeConfig;
 use crate::api::auth::Role;
 use crate::uplink::UplinkConfig;
 
@@ -41,6 +43,9 @@ pub struct Config {
     pub schedules: Vec<ScheduleConfig>,
     #[serde(default)]
     pub modbus: ModbusConfig,
+    /// Zigbee devices through zigbee2mqtt: see docs/zigbee.md.
+    #[serde(default)]
+    pub zigbee: ZigbeeConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
     /// Present when the appliance reports to a relay.
@@ -237,6 +242,61 @@ impl<'a> Problems<'a> {
     }
 }
 
+/// Checks that `zone` names a zone of [[zones]].
+pub(crate) fn check_zone(
+    zone: Option<&Spanned<ZoneId>>,
+    zones: &HashSet<ZoneId>,
+    problems: &mut Problems,
+) {
+    if let Some(zone) = zone
+        && !zones.contains(zone.get_ref())
+    {
+        problems.at(
+            zone.span(),
+            format!("zone `{}` is not defined in [[zones]]", zone.get_ref()),
+        );
+    }
+}
+
+/// A point's configured egress lock value (`egress_lock_value`) as a value of its type.
+pub(crate) fn egress_lock(
+    value_type: Type,
+    configured: Option<&Spanned<toml::Value>>,
+) -> Option<Result<Value, String>> {
+    let configured = configured?.get_ref();
+    // The interlock releases a lock by writing the other state: a lock has two.
+    if !matches!(value_type, Type::Bool | Type::Int) {
+        return Some(Err(
+            "an egress lock must be a true/false or unscaled integer point (locked and released)"
+                .into(),
+        ));
+    }
+    Some(value_type.value_of(configured))
+}
+
+/// Checks a point's egress lock: writable, and a value of the point's type (`lock`, from
+/// [`egress_lock`]).
+pub(crate) fn check_egress_lock(
+    id: &PointId,
+    writable: bool,
+    configured: Option<&Spanned<toml::Value>>,
+    lock: Option<Result<Value, String>>,
+    problems: &mut Problems,
+) {
+    let Some(span) = configured.map(Spanned::span) else {
+        return;
+    };
+    if !writable {
+        problems.at(
+            span.clone(),
+            format!("point `{id}`: an egress lock must be writable, so the fire interlock can release it"),
+        );
+    }
+    if let Some(Err(message)) = lock {
+        problems.at(span, format!("point `{id}`: {message}"));
+    }
+}
+
 impl Config {
     /// Reads and validates `path`. Relative paths inside are resolved against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -284,8 +344,16 @@ impl Config {
 
     fn validate(&self, problems: &mut Problems<'_>) {
         let zones: HashSet<ZoneId> = self.zones.iter().map(|z| z.id.get_ref().clone()).collect();
-        self.modbus
-            .validate(&zones, self.api.command_timeout_ms, problems);
+        let (mut devices, mut points) = (HashSet::new(), HashSet::new());
+        self.modbus.validate(
+            &zones,
+            self.api.command_timeout_ms,
+            &mut devices,
+            &mut points,
+            problems,
+        );
+        self.zigbee
+            .validate(&zones, &mut devices, &mut points, problems);
         self.validate_users(problems);
         if let Err(found) = self.engine() {
             for problem in found {
@@ -364,12 +432,23 @@ impl Config {
     /// What the rules can name: the adapters' points and devices.
     pub fn rule_catalog(&self) -> Catalog {
         Catalog {
-            points: self.modbus.rule_points(),
+            points: self
+                .modbus
+                .rule_points()
+                .into_iter()
+                .chain(self.zigbee.rule_points())
+                .collect(),
             devices: self
                 .modbus
                 .devices
                 .iter()
                 .map(|device| device.id.get_ref().clone())
+                .chain(
+                    self.zigbee
+                        .devices
+                        .iter()
+                        .map(|device| device.id.get_ref().clone()),
+                )
                 .collect(),
             cameras: Vec::new(),
         }

@@ -13,6 +13,11 @@ pub struct DeviceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BridgeLabels {
+    pub bridge: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub device: String,
     pub result: &'static str,
@@ -45,6 +50,8 @@ pub struct Metrics {
     pub rules_reloads: Family<OutcomeLabels, Counter>,
     pub modbus_polls: Family<ResultLabels, Counter>,
     pub modbus_reconnects: Family<DeviceLabels, Counter>,
+    pub zigbee_reconnects: Family<BridgeLabels, Counter>,
+    pub zigbee_messages_rejected: Family<BridgeLabels, Counter>,
     pub commands: Family<ResultLabels, Counter>,
     pub api_responses: Family<StatusLabels, Counter>,
     pub api_auth_rejected: Counter,
@@ -75,6 +82,8 @@ impl Default for Metrics {
             rules_reloads: Family::default(),
             modbus_polls: Family::default(),
             modbus_reconnects: Family::default(),
+            zigbee_reconnects: Family::default(),
+            zigbee_messages_rejected: Family::default(),
             commands: Family::default(),
             api_responses: Family::default(),
             api_auth_rejected: Counter::default(),
@@ -151,6 +160,16 @@ impl Default for Metrics {
             "modbus_reconnects",
             "Modbus connection attempts after a failure",
             metrics.modbus_reconnects.clone(),
+        );
+        registry.register(
+            "zigbee_reconnects",
+            "Connection attempts to a zigbee2mqtt broker after a failure",
+            metrics.zigbee_reconnects.clone(),
+        );
+        registry.register(
+            "zigbee_messages_rejected",
+            "zigbee2mqtt messages that could not be read (malformed JSON, wrong shape)",
+            metrics.zigbee_messages_rejected.clone(),
         );
         registry.register(
             "commands",

@@ -51,6 +51,7 @@ pub async fn dispatch(
         let (reply, outcome) = oneshot::channel();
         let requested_by = format!("rule:{}", command.rule);
         let envelope = CommandEnvelope {
+            device: command.device.clone(),
             request: CommandRequest {
                 point: command.point.clone(),
                 value: command.value.clone(),

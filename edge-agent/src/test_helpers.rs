@@ -1,7 +1,12 @@
 //! Fixtures shared by the unit tests: a real journal in a temporary folder.
 
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
 
 use gatehouse_protocol::{DeviceId, Event, EventBody, PointId, Quality, Value};
 use jiff::Timestamp;
@@ -186,4 +191,87 @@ pub fn all_events(reader: &Reader) -> Vec<Event> {
     reader
         .run_blocking(|c| journal::query::events_after(c, 0, 1_000_000))
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// How long the broker may take to listen, and a test to see what it waits for.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A Mosquitto process on a free loopback port; killed when dropped.
+pub struct PlainBroker {
+    pub port: u16,
+    config: PathBuf,
+    folder: tempfile::TempDir,
+    child: Child,
+}
+
+impl PlainBroker {
+    pub fn start() -> anyhow::Result<PlainBroker> {
+        let folder = tempfile::tempdir()?;
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let config = folder.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 log_dest stderr\nuser root\n"
+            ),
+        )?;
+        let child = Self::spawn(&config, folder.path())?;
+        let broker = PlainBroker {
+            port,
+            config,
+            folder,
+            child,
+        };
+        broker.wait_until_listening()?;
+        Ok(broker)
+    }
+
+    fn spawn(config: &std::path::Path, folder: &std::path::Path) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(folder.join("mosquitto.log"))?;
+        std::process::Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!("cannot run {MOSQUITTO}: install it with `apt-get install mosquitto`")
+            })
+    }
+
+    pub fn wait_until_listening(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
+            if started.elapsed() > PATIENCE {
+                let log = std::fs::read_to_string(self.folder.path().join("mosquitto.log"))
+                    .unwrap_or_default();
+                bail!("mosquitto did not listen on {} in time: {log}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Kills the broker (no goodbye to anyone) and starts it again on the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = Self::spawn(&self.config, self.folder.path())?;
+        self.wait_until_listening()
+    }
+}
+
+impl Drop for PlainBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -10,6 +10,7 @@
 //! broken device never takes the agent down.
 
 pub mod modbus;
+pub mod zigbee;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::JournalHandle;
 use crate::live::Live;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ResultLabels};
 
 /// A command on its way to an adapter, with the slot for its outcome.
 #[derive(Debug)]
 pub struct CommandEnvelope {
+    /// The device the command is for (one adapter may drive several).
+    pub device: DeviceId,
     pub request: CommandRequest,
     pub requested_by: String,
     /// After this instant the requester has given up: the command must not be carried out.
@@ -69,6 +72,64 @@ impl AdapterContext {
             seq = self.journal.append_committed(body) => seq.ok(),
             () = self.shutdown.cancelled() => None,
         }
+    }
+
+    /// Journals a command's outcome and, once that is committed, answers the requester.
+    pub async fn finish_command(&self, command: CommandEnvelope, outcome: CommandOutcome) {
+        let result = match outcome {
+            CommandOutcome::Sent => "sent",
+            CommandOutcome::Done => "done",
+            CommandOutcome::Failed { .. } => "failed",
+            CommandOutcome::Unconfirmed { .. } => "unconfirmed",
+        };
+        self.metrics
+            .commands
+            .get_or_create(&ResultLabels {
+                device: command.device.to_string(),
+                result,
+            })
+            .inc();
+        tracing::info!(device = %command.device, point = %command.request.point,
+            value = %command.request.value, by = %command.requested_by, result, "command");
+        let record = EventBody::Command {
+            device: command.device.clone(),
+            point: command.request.point.clone(),
+            value: command.request.value.clone(),
+            outcome: outcome.clone(),
+            requested_by: command.requested_by.clone(),
+        };
+        if let Some(seq) = self.emit_committed(record).await {
+            let _ = command.reply.send((outcome, seq));
+        }
+    }
+
+    /// Sleeps out a backoff delay while refusing commands (the devices are unreachable for
+    /// `reason`); false on shutdown.
+    pub async fn wait_offline(&self, delay: Duration, reason: &str) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        let mut commands = self.commands.lock().await;
+        loop {
+            tokio::select! {
+                () = &mut sleep => return true,
+                () = self.shutdown.cancelled() => return false,
+                Some(command) = commands.recv() => {
+                    let outcome = if command.expired() {
+                        expired()
+                    } else {
+                        CommandOutcome::Failed { reason: format!("device offline: {reason}") }
+                    };
+                    self.finish_command(command, outcome).await;
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of a command whose requester stopped waiting.
+pub fn expired() -> CommandOutcome {
+    CommandOutcome::Failed {
+        reason: "expired: the requester stopped waiting before the device could be reached".into(),
     }
 }
 
@@ -198,8 +259,11 @@ async fn supervise(adapter: Arc<dyn Adapter>, context: AdapterContext) {
         let delay = backoff.next_delay();
         match outcome {
             Ok(()) => {
-                tracing::error!(adapter = adapter.name(), restart_in_ms = delay.as_millis() as u64,
-                "adapter returned unexpectedly; restarting")
+                tracing::error!(
+                    adapter = adapter.name(),
+                    restart_in_ms = delay.as_millis() as u64,
+                    "adapter returned unexpectedly; restarting"
+                )
             }
             Err(error) => {
                 tracing::error!(adapter = adapter.name(), %error, restart_in_ms = delay.as_millis() as u64,
@@ -228,6 +292,7 @@ mod tests {
         };
         (
             CommandEnvelope {
+                device: DeviceId::new("plc").unwrap_or_else(|e| panic!("{e}")),
                 request,
                 requested_by: "x".into(),
                 deadline,

@@ -12,14 +12,14 @@ use crate::live::Live;
 pub struct DeviceView {
     pub id: DeviceId,
     pub name: Option<String>,
-    /// The adapter that drives it (`modbus_tcp`).
+    /// The adapter that drives it (`modbus_tcp`, `zigbee2mqtt`).
     pub protocol: &'static str,
     pub address: String,
     /// `null` until the adapter has tried to connect.
     pub status: Option<DeviceStatus>,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub status_since: Option<Timestamp>,
-    /// Why the device is offline.
+    /// Why the device is offline or degraded.
     pub reason: Option<String>,
     pub points: Vec<PointId>,
 }
@@ -86,6 +86,32 @@ impl Catalog {
                     device: device.id.get_ref().clone(),
                     zone: device.point_zone(point),
                     unit: point.unit.clone(),
+                    writable: point.writable,
+                });
+            }
+        }
+        for device in &config.zigbee.devices {
+            let bridge = config
+                .zigbee
+                .bridge_of(device)
+                .and_then(|id| config.zigbee.bridges.iter().find(|b| b.id.get_ref() == id));
+            catalog.devices.push(DeviceDescription {
+                id: device.id.get_ref().clone(),
+                name: device.name.clone(),
+                protocol: "zigbee2mqtt",
+                address: format!(
+                    "{} {}, {}",
+                    bridge.map_or("", |b| b.broker.get_ref().as_str()),
+                    bridge.map_or("", |b| b.base_topic.get_ref().as_str()),
+                    device.describe()
+                ),
+            });
+            for point in &device.points {
+                catalog.points.push(PointDescription {
+                    id: point.id.get_ref().clone(),
+                    device: device.id.get_ref().clone(),
+                    zone: device.point_zone(point),
+                    unit: point.unit(),
                     writable: point.writable,
                 });
             }

@@ -156,6 +156,7 @@ pub async fn command(
     }
     let (reply, outcome) = oneshot::channel();
     let envelope = CommandEnvelope {
+        device: device.clone(),
         request,
         requested_by: principal.name.clone(),
         deadline: tokio::time::Instant::now() + state.command_timeout,

@@ -8,7 +8,7 @@ use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::Problems;
+use crate::config::{Problems, check_egress_lock, check_zone, egress_lock};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,14 +180,7 @@ impl ModbusPointConfig {
 
     /// The configured egress lock value as a point value, if it fits the point's type.
     fn egress_lock(&self) -> Option<Result<Value, String>> {
-        let configured = self.egress_lock_value.as_ref()?.get_ref();
-        // The interlock releases a lock by writing the other state: a lock has two.
-        if !matches!(self.value_type(), Type::Bool | Type::Int) {
-            return Some(Err(
-                "an egress lock must be a true/false or unscaled integer point (locked and released)".into(),
-            ));
-        }
-        Some(self.value_type().value_of(configured))
+        egress_lock(self.value_type(), self.egress_lock_value.as_ref())
     }
 
     /// Whether raw values pass through unchanged (integers stay integers).
@@ -224,15 +217,16 @@ impl ModbusConfig {
             .collect()
     }
 
-    /// Checks devices and points.
+    /// Checks devices and points; device and point ids are checked for uniqueness across the
+    /// site in `devices` and `points`.
     pub(crate) fn validate(
         &self,
         zones: &HashSet<ZoneId>,
         command_timeout_ms: u64,
+        devices: &mut HashSet<DeviceId>,
+        points: &mut HashSet<PointId>,
         problems: &mut Problems<'_>,
     ) {
-        let mut devices = HashSet::new();
-        let mut points = HashSet::new();
         for device in &self.devices {
             let id = device.id.get_ref();
             if !devices.insert(id.clone()) {
@@ -315,17 +309,6 @@ impl ModbusConfig {
     }
 }
 
-fn check_zone(zone: Option<&Spanned<ZoneId>>, zones: &HashSet<ZoneId>, problems: &mut Problems) {
-    if let Some(zone) = zone
-        && !zones.contains(zone.get_ref())
-    {
-        problems.at(
-            zone.span(),
-            format!("zone `{}` is not defined in [[zones]]", zone.get_ref()),
-        );
-    }
-}
-
 fn check_point(point: &ModbusPointConfig, problems: &mut Problems) {
     let id = point.id.get_ref();
     let data_type = point.data_type();
@@ -372,17 +355,13 @@ fn check_point(point: &ModbusPointConfig, problems: &mut Problems) {
             format!("point `{id}`: deadband must be 0 or more"),
         );
     }
-    if let Some(span) = point.egress_lock_value.as_ref().map(Spanned::span) {
-        if !point.writable {
-            problems.at(
-                span.clone(),
-                format!("point `{id}`: an egress lock must be writable, so the fire interlock can release it"),
-            );
-        }
-        if let Some(Err(message)) = point.egress_lock() {
-            problems.at(span, format!("point `{id}`: {message}"));
-        }
-    }
+    check_egress_lock(
+        id,
+        point.writable,
+        point.egress_lock_value.as_ref(),
+        point.egress_lock(),
+        problems,
+    );
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use tokio_modbus::{ExceptionCode, Slave};
 
 use self::codec::{Block, Raw, Write};
 use self::config::{ModbusDeviceConfig, ModbusPointConfig, Table};
-use super::{Adapter, AdapterContext, Backoff, CommandEnvelope};
+use super::{Adapter, AdapterContext, Backoff, CommandEnvelope, expired};
 use crate::metrics::{DeviceLabels, ResultLabels};
 
 /// One Modbus TCP device.
@@ -178,7 +178,7 @@ impl ModbusDevice {
                     device: self.id.to_string(),
                 })
                 .inc();
-            if !self.wait_offline(context, delay, &reason).await {
+            if !context.wait_offline(delay, &reason).await {
                 return;
             }
         }
@@ -207,27 +207,6 @@ impl ModbusDevice {
         }
     }
 
-    /// Sleeps out a backoff delay while refusing commands; false on shutdown.
-    async fn wait_offline(&self, context: &AdapterContext, delay: Duration, reason: &str) -> bool {
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        let mut commands = context.commands.lock().await;
-        loop {
-            tokio::select! {
-                () = &mut sleep => return true,
-                () = context.shutdown.cancelled() => return false,
-                Some(command) = commands.recv() => {
-                    let outcome = if command.expired() {
-                        expired()
-                    } else {
-                        CommandOutcome::Failed { reason: format!("device offline: {reason}") }
-                    };
-                    self.finish_command(context, command, outcome).await;
-                }
-            }
-        }
-    }
-
     /// Polls and serves commands until the link breaks or the agent stops. The device counts
     /// as online from its first complete poll, not from the TCP connect: a gateway or a
     /// device that accepts connections and never answers is not online.
@@ -253,11 +232,11 @@ impl ModbusDevice {
                 }
                 Some(command) = commands.recv() => {
                     if command.expired() {
-                        self.finish_command(context, command, expired()).await;
+                        context.finish_command(command, expired()).await;
                         continue;
                     }
                     let (outcome, broken) = self.write(client, &command).await;
-                    self.finish_command(context, command, outcome).await;
+                    context.finish_command(command, outcome).await;
                     if let Some(reason) = broken {
                         return Ended::Broken(reason);
                     }
@@ -488,47 +467,6 @@ impl ModbusDevice {
                 (unconfirmed(reason.clone()), Some(reason))
             }
         }
-    }
-
-    /// Journals a command's outcome and, once that is committed, answers the requester.
-    async fn finish_command(
-        &self,
-        context: &AdapterContext,
-        command: CommandEnvelope,
-        outcome: CommandOutcome,
-    ) {
-        let result = match outcome {
-            CommandOutcome::Sent => "sent",
-            CommandOutcome::Done => "done",
-            CommandOutcome::Failed { .. } => "failed",
-            CommandOutcome::Unconfirmed { .. } => "unconfirmed",
-        };
-        context
-            .metrics
-            .commands
-            .get_or_create(&ResultLabels {
-                device: self.id.to_string(),
-                result,
-            })
-            .inc();
-        tracing::info!(device = %self.id, point = %command.request.point, value = %command.request.value,
-            by = %command.requested_by, result, "command");
-        let record = EventBody::Command {
-            device: self.id.clone(),
-            point: command.request.point.clone(),
-            value: command.request.value.clone(),
-            outcome: outcome.clone(),
-            requested_by: command.requested_by.clone(),
-        };
-        if let Some(seq) = context.emit_committed(record).await {
-            let _ = command.reply.send((outcome, seq));
-        }
-    }
-}
-
-fn expired() -> CommandOutcome {
-    CommandOutcome::Failed {
-        reason: "expired: the requester stopped waiting before the device could be reached".into(),
     }
 }
 

@@ -1,101 +1,18 @@
 //! The session's MQTT behaviour against a real Mosquitto (plain TCP on a free loopback port:
 //! what is tested here does not depend on TLS; `hil-tests` runs the shipped TLS broker).
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, bail};
+
+use crate::test_helpers::{PATIENCE, PlainBroker};
 use rumqttc::v5::mqttbytes::v5::{ConnAck, Publish};
 
 use super::*;
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-/// How long the broker may take to listen, and a test to see what it waits for.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A Mosquitto process on a free loopback port; killed when dropped.
-struct PlainBroker {
-    port: u16,
-    config: PathBuf,
-    folder: tempfile::TempDir,
-    child: Child,
-}
-
-impl PlainBroker {
-    fn start() -> anyhow::Result<PlainBroker> {
-        let folder = tempfile::tempdir()?;
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
-        let config = folder.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest stderr\nuser root\n"
-            ),
-        )?;
-        let child = Self::spawn(&config, folder.path())?;
-        let broker = PlainBroker {
-            port,
-            config,
-            folder,
-            child,
-        };
-        broker.wait_until_listening()?;
-        Ok(broker)
-    }
-
-    fn spawn(config: &std::path::Path, folder: &std::path::Path) -> anyhow::Result<Child> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(folder.join("mosquitto.log"))?;
-        Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| {
-                format!("cannot run {MOSQUITTO}: install it with `apt-get install mosquitto`")
-            })
-    }
-
-    fn wait_until_listening(&self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
-            if started.elapsed() > PATIENCE {
-                let log = std::fs::read_to_string(self.folder.path().join("mosquitto.log"))
-                    .unwrap_or_default();
-                bail!("mosquitto did not listen on {} in time: {log}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
-    }
-
-    /// Kills the broker (no goodbye to anyone) and starts it again on the same port.
-    fn restart(&mut self) -> anyhow::Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        self.child = Self::spawn(&self.config, self.folder.path())?;
-        self.wait_until_listening()
-    }
-
-    fn options(&self, client_id: &str) -> MqttOptions {
-        MqttOptions::new(client_id, Ipv4Addr::LOCALHOST.to_string(), self.port)
-    }
-}
-
-impl Drop for PlainBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// MQTT v5 options for `client_id` on `broker`.
+fn broker_options(broker: &PlainBroker, client_id: &str) -> MqttOptions {
+    MqttOptions::new(client_id, Ipv4Addr::LOCALHOST.to_string(), broker.port)
 }
 
 /// A client driven by [`drive`], as the uplink drives its own; dropping it (or [`gone`])
@@ -195,7 +112,7 @@ async fn the_broker_keeps_the_session_and_what_hq_sent_while_the_appliance_was_a
 -> anyhow::Result<()> {
     let broker = PlainBroker::start()?;
     let appliance_options = || {
-        let mut options = broker.options("app-1");
+        let mut options = broker_options(&broker, "app-1");
         persistent_session(&mut options);
         options
     };
@@ -207,7 +124,7 @@ async fn the_broker_keeps_the_session_and_what_hq_sent_while_the_appliance_was_a
     appliance.gone().await?;
 
     // HQ acts while the appliance is offline.
-    let mut hq = Connection::open(broker.options("hq"), no_will("hq"));
+    let mut hq = Connection::open(broker_options(&broker, "hq"), no_will("hq"));
     hq.connected().await?;
     hq.client
         .publish(
@@ -238,7 +155,7 @@ async fn the_last_will_says_when_its_connection_was_made() -> anyhow::Result<()>
         dropped: 2,
         backlog: 40,
     };
-    let mut options = broker.options(appliance.as_str());
+    let mut options = broker_options(&broker, appliance.as_str());
     persistent_session(&mut options);
     let will_of = appliance.clone();
     let mut connection = Connection::open(options, move || {
@@ -252,7 +169,7 @@ async fn the_last_will_says_when_its_connection_was_made() -> anyhow::Result<()>
     connection.connected().await?;
     connection.gone().await?;
 
-    let mut watcher = Connection::open(broker.options("watcher"), no_will("watcher"));
+    let mut watcher = Connection::open(broker_options(&broker, "watcher"), no_will("watcher"));
     watcher.connected().await?;
     watcher
         .subscribe(&topic(&appliance, Channel::UpStatus))
