@@ -521,6 +521,19 @@ type = "text"
     }
 
     #[test]
+    fn the_example_in_the_docs_is_a_valid_config() {
+        let page = include_str!("../../../../docs/zigbee.md");
+        let example = page
+            .split("```toml")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_default();
+        assert!(example.contains("[[zigbee.bridges]]"));
+        let found = messages(example);
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
     fn zigbee_mistakes_are_all_reported_with_lines() {
         let found = messages(
             r#"
