@@ -277,8 +277,9 @@ struct DeviceState {
     reported: Option<(DeviceStatus, Option<String>)>,
     /// What was last journaled of each configured point (index as in the config).
     points: Vec<Option<(Option<Value>, Quality)>>,
-    /// What was last journaled of each raw point, by property.
-    raw: HashMap<String, Option<Value>>,
+    /// Each raw point by property: its id (`None` for a key no point id can carry) and what
+    /// was last journaled of it.
+    raw: HashMap<String, (Option<PointId>, Option<Value>)>,
 }
 
 /// A `/set` waiting for zigbee2mqtt to report the new state.
@@ -482,8 +483,10 @@ impl<'a> State<'a> {
             Ok(properties) => properties,
             Err(reason) => return self.rejected(topic, &reason),
         };
-        self.devices[index].heard = true;
-        self.update(index).await;
+        if !self.devices[index].heard {
+            self.devices[index].heard = true;
+            self.update(index).await;
+        }
         let bridge = self.bridge;
         let config = &bridge.devices[index];
         let observed_at = Timestamp::now();
@@ -524,28 +527,28 @@ impl<'a> State<'a> {
             {
                 continue;
             }
-            let Ok(point) = PointId::new(format!(
-                "{}.{}",
-                config.id.get_ref(),
-                property.to_lowercase()
-            )) else {
-                continue; // a key no point id can carry
-            };
             let value = messages::raw_value(json);
-            if self.devices[index].raw.get(property) != Some(&value) {
-                self.devices[index]
-                    .raw
-                    .insert(property.clone(), value.clone());
-                self.observe(
-                    index,
-                    point,
-                    config.zone.as_ref().map(|z| z.get_ref().clone()),
-                    value,
-                    Quality::Good,
-                    observed_at,
-                )
-                .await;
-            }
+            let raw = self.devices[index]
+                .raw
+                .entry(property.clone())
+                .or_insert_with(|| {
+                    let id = format!("{}.{}", config.id.get_ref(), property.to_lowercase());
+                    (PointId::new(id).ok(), None)
+                });
+            // A key no point id can carry is left out.
+            let Some(point) = raw.0.clone().filter(|_| raw.1 != value) else {
+                continue;
+            };
+            raw.1 = value.clone();
+            self.observe(
+                index,
+                point,
+                config.zone.as_ref().map(|z| z.get_ref().clone()),
+                value,
+                Quality::Good,
+                observed_at,
+            )
+            .await;
         }
         self.confirm(index, &properties).await;
     }
@@ -742,6 +745,9 @@ impl<'a> State<'a> {
 
     /// Finishes the commands whose new state a state message reports.
     async fn confirm(&mut self, index: usize, properties: &serde_json::Map<String, Json>) {
+        if self.waiting.is_empty() {
+            return;
+        }
         let (done, waiting): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(|waiting| {
