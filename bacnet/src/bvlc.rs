@@ -74,7 +74,9 @@ impl Bvlc {
 
     /// The datagram's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut out = vec![BVLC_TYPE_BIP, 0, 0, 0];
+        // The body first: the header holds its length.
+        let mut body = Vec::new();
+        let out = &mut body;
         let function = match self {
             Self::Result(code) => {
                 out.extend_from_slice(&code.0.to_be_bytes());
@@ -87,34 +89,36 @@ impl Bvlc {
                 function::REGISTER_FOREIGN_DEVICE
             }
             Self::OriginalUnicast(npdu) => {
-                npdu.encode(&mut out)?;
+                npdu.encode(out)?;
                 function::ORIGINAL_UNICAST_NPDU
             }
             Self::OriginalBroadcast(npdu) => {
-                npdu.encode(&mut out)?;
+                npdu.encode(out)?;
                 function::ORIGINAL_BROADCAST_NPDU
             }
             Self::DistributeBroadcastToNetwork(npdu) => {
-                npdu.encode(&mut out)?;
+                npdu.encode(out)?;
                 function::DISTRIBUTE_BROADCAST_TO_NETWORK
             }
             Self::Forwarded { origin, npdu } => {
                 out.extend_from_slice(&origin.ip().octets());
                 out.extend_from_slice(&origin.port().to_be_bytes());
-                npdu.encode(&mut out)?;
+                npdu.encode(out)?;
                 function::FORWARDED_NPDU
             }
         };
+        let length = body.len() + 4;
         check_max(
             "BVLC length",
-            out.len() as u64,
+            length as u64,
             u16::MAX.into(),
             "4..=65535 octets",
         )?;
-        let length = (out.len() as u16).to_be_bytes();
-        out[1] = function;
-        out[2..4].copy_from_slice(&length);
-        Ok(out)
+        let [high, low] = (length as u16).to_be_bytes();
+        let mut datagram = Vec::with_capacity(length);
+        datagram.extend_from_slice(&[BVLC_TYPE_BIP, function, high, low]);
+        datagram.append(&mut body);
+        Ok(datagram)
     }
 
     /// Decodes one UDP payload: BVLC, NPDU and APDU. Offsets in errors count from the start

@@ -161,7 +161,7 @@ pub(crate) struct Content<'a> {
 }
 
 impl Content<'_> {
-    fn error(&self, what: &'static str, problem: Problem) -> DecodeError {
+    pub(crate) fn error(&self, what: &'static str, problem: Problem) -> DecodeError {
         DecodeError {
             what,
             offset: self.offset,
@@ -208,10 +208,17 @@ impl Content<'_> {
         &self,
         what: &'static str,
     ) -> Result<ObjectIdentifier, DecodeError> {
-        match <[u8; 4]>::try_from(self.bytes) {
-            Ok(bytes) => Ok(ObjectIdentifier::from_u32(u32::from_be_bytes(bytes))),
-            Err(_) => Err(self.error(what, Problem::Invalid("an object identifier is 4 octets"))),
-        }
+        let bytes = self.array(what, "an object identifier is 4 octets")?;
+        Ok(ObjectIdentifier::from_u32(u32::from_be_bytes(bytes)))
+    }
+
+    /// Content of exactly `N` octets; `message` says so when it is not.
+    pub(crate) fn array<const N: usize>(
+        &self,
+        what: &'static str,
+        message: &'static str,
+    ) -> Result<[u8; N], DecodeError> {
+        <[u8; N]>::try_from(self.bytes).map_err(|_| self.error(what, Problem::Invalid(message)))
     }
 }
 
@@ -280,16 +287,12 @@ pub(crate) fn expect_opening(
     number: u8,
     what: &'static str,
 ) -> Result<(), DecodeError> {
-    let start = reader.offset();
-    match read_tag(reader, what)? {
-        Tag::Opening(found) if found == number => Ok(()),
-        _ => Err(unexpected_tag(
-            reader,
-            start,
-            what,
-            Expected::Opening(number),
-        )),
-    }
+    expect_tag(
+        reader,
+        Tag::Opening(number),
+        Expected::Opening(number),
+        what,
+    )
 }
 
 pub(crate) fn expect_closing(
@@ -297,15 +300,26 @@ pub(crate) fn expect_closing(
     number: u8,
     what: &'static str,
 ) -> Result<(), DecodeError> {
+    expect_tag(
+        reader,
+        Tag::Closing(number),
+        Expected::Closing(number),
+        what,
+    )
+}
+
+/// Reads the next tag, which must be `wanted`.
+fn expect_tag(
+    reader: &mut Reader<'_>,
+    wanted: Tag,
+    expected: Expected,
+    what: &'static str,
+) -> Result<(), DecodeError> {
     let start = reader.offset();
-    match read_tag(reader, what)? {
-        Tag::Closing(found) if found == number => Ok(()),
-        _ => Err(unexpected_tag(
-            reader,
-            start,
-            what,
-            Expected::Closing(number),
-        )),
+    if read_tag(reader, what)? == wanted {
+        Ok(())
+    } else {
+        Err(unexpected_tag(reader, start, what, expected))
     }
 }
 

@@ -202,11 +202,7 @@ impl BitString {
     }
 
     fn from_content(content: Content<'_>, what: &'static str) -> Result<Self, DecodeError> {
-        let invalid = |problem| DecodeError {
-            what,
-            offset: content.offset,
-            problem,
-        };
+        let invalid = |problem| content.error(what, problem);
         let Some((&unused, octets)) = content.bytes.split_first() else {
             return Err(invalid(Problem::Invalid(
                 "a bit string needs its unused-bits octet",
@@ -387,29 +383,19 @@ pub(crate) fn read_application_value(
         offset: reader.offset(),
         bytes: reader.take(length.into(), what)?,
     };
-    let fixed = |size: usize, message: &'static str| -> Result<&[u8], DecodeError> {
-        if content.bytes.len() == size {
-            Ok(content.bytes)
-        } else {
-            Err(reader.error_at(content.offset, what, Problem::Invalid(message)))
-        }
-    };
     Ok(match number {
         application::NULL => {
-            fixed(0, "Null has no content")?;
+            content.array::<0>(what, "Null has no content")?;
             ApplicationValue::Null
         }
         application::UNSIGNED => ApplicationValue::Unsigned(content.unsigned(what)?),
         application::SIGNED => ApplicationValue::Signed(content.signed(what)?),
-        application::REAL => {
-            ApplicationValue::Real(f32::from_be_bytes(four(fixed(4, "a Real is 4 octets")?)))
-        }
-        application::DOUBLE => {
-            let bytes = fixed(8, "a Double is 8 octets")?;
-            let mut array = [0; 8];
-            array.copy_from_slice(bytes);
-            ApplicationValue::Double(f64::from_be_bytes(array))
-        }
+        application::REAL => ApplicationValue::Real(f32::from_be_bytes(
+            content.array(what, "a Real is 4 octets")?,
+        )),
+        application::DOUBLE => ApplicationValue::Double(f64::from_be_bytes(
+            content.array(what, "a Double is 8 octets")?,
+        )),
         application::OCTET_STRING => ApplicationValue::OctetString(content.bytes.to_vec()),
         application::CHARACTER_STRING => {
             ApplicationValue::CharacterString(character_string(content, what)?)
@@ -419,7 +405,8 @@ pub(crate) fn read_application_value(
         }
         application::ENUMERATED => ApplicationValue::Enumerated(content.unsigned32(what)?),
         application::DATE => {
-            let [year_since_1900, month, day, weekday] = four(fixed(4, "a Date is 4 octets")?);
+            let [year_since_1900, month, day, weekday] =
+                content.array(what, "a Date is 4 octets")?;
             ApplicationValue::Date(Date {
                 year_since_1900,
                 month,
@@ -428,7 +415,7 @@ pub(crate) fn read_application_value(
             })
         }
         application::TIME => {
-            let [hour, minute, second, hundredths] = four(fixed(4, "a Time is 4 octets")?);
+            let [hour, minute, second, hundredths] = content.array(what, "a Time is 4 octets")?;
             ApplicationValue::Time(Time {
                 hour,
                 minute,
@@ -449,19 +436,8 @@ pub(crate) fn read_application_value(
     })
 }
 
-/// The first four bytes of a slice already checked to hold four.
-fn four(bytes: &[u8]) -> [u8; 4] {
-    let mut array = [0; 4];
-    array.copy_from_slice(bytes.get(..4).unwrap_or(&[0; 4]));
-    array
-}
-
 fn character_string(content: Content<'_>, what: &'static str) -> Result<String, DecodeError> {
-    let error = |problem| DecodeError {
-        what,
-        offset: content.offset,
-        problem,
-    };
+    let error = |problem| content.error(what, problem);
     match content.bytes.split_first() {
         Some((0, text)) => String::from_utf8(text.to_vec()).map_err(|_| {
             error(Problem::Invalid(
