@@ -11,11 +11,14 @@
 
 mod support;
 
+use std::time::Instant;
+
 use anyhow::{bail, ensure};
 use gatehouse_bacnet::{
-    AbortReason, Apdu, ApplicationValue, ComplexAck, ConfirmedRequest, ConfirmedRequestHeader,
-    ConfirmedServiceChoice, ErrorClass, ErrorClassAndCode, ErrorCode, MaxApdu, ObjectIdentifier,
-    ObjectType, PropertyIdentifier, RejectReason, StatusFlags, UnconfirmedRequest, Value,
+    AbortReason, Apdu, ApplicationValue, Bvlc, BvlcResultCode, ComplexAck, ConfirmedRequest,
+    ConfirmedRequestHeader, ConfirmedServiceChoice, ErrorClass, ErrorClassAndCode, ErrorCode,
+    MaxApdu, Npdu, ObjectIdentifier, ObjectType, PropertyIdentifier, RejectReason, StatusFlags,
+    UnconfirmedRequest, Value,
     services::{
         CovNotification, CovSubscription, DeviceRange, PropertyReference, ReadAccessSpecification,
         ReadProperty, ReadPropertyAck, ReadPropertyMultiple, ReadResult, SubscribeCov, WhoIs,
@@ -23,8 +26,8 @@ use gatehouse_bacnet::{
     },
 };
 use support::{
-    ANALOG_INPUT, BINARY_INPUT, BINARY_OUTPUT, Bacpypes3Device, Client, DEVICE, DEVICE_INSTANCE,
-    MULTI_STATE_VALUE,
+    ANALOG_INPUT, ANSWER_TIMEOUT, BINARY_INPUT, BINARY_OUTPUT, Bacpypes3Device, Client, DEVICE,
+    DEVICE_INSTANCE, MULTI_STATE_VALUE,
 };
 
 /// BinaryPV values.
@@ -506,5 +509,46 @@ fn a_restarted_device_announces_itself_again_with_its_commands_cleared() -> anyh
         "a simulated device keeps no state across restarts"
     );
     drop(restarted);
+    Ok(())
+}
+
+#[test]
+fn a_foreign_device_registers_with_a_bbmd_and_distributes_a_broadcast() -> anyhow::Result<()> {
+    let bbmd = Bacpypes3Device::start_bbmd()?;
+    let mut client = Client::new(bbmd.addr)?;
+
+    client.send_bvlc(&Bvlc::RegisterForeignDevice {
+        time_to_live_seconds: 60,
+    })?;
+    let answer = client.receive_bvlc(Instant::now() + ANSWER_TIMEOUT)?;
+    assert_eq!(answer, Bvlc::Result(BvlcResultCode::SUCCESSFUL_COMPLETION));
+
+    // A foreign device's Who-Is goes to its BBMD for distribution; the device behind it answers.
+    let who_is = Apdu::UnconfirmedRequest(UnconfirmedRequest::WhoIs(WhoIs::default()));
+    client.send_bvlc(&Bvlc::DistributeBroadcastToNetwork(Npdu::local(who_is)))?;
+    let i_am = client.next_unsolicited(|apdu| {
+        matches!(apdu, Apdu::UnconfirmedRequest(UnconfirmedRequest::IAm(_)))
+    })?;
+    assert!(
+        matches!(&i_am, Apdu::UnconfirmedRequest(UnconfirmedRequest::IAm(i_am)) if i_am.device == DEVICE),
+        "{i_am:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_device_that_is_no_bbmd_refuses_foreign_device_registration() -> anyhow::Result<()> {
+    let device = Bacpypes3Device::start()?;
+    let client = Client::new(device.addr)?;
+
+    client.send_bvlc(&Bvlc::RegisterForeignDevice {
+        time_to_live_seconds: 60,
+    })?;
+
+    let answer = client.receive_bvlc(Instant::now() + ANSWER_TIMEOUT)?;
+    assert_eq!(
+        answer,
+        Bvlc::Result(BvlcResultCode::REGISTER_FOREIGN_DEVICE_NAK)
+    );
     Ok(())
 }

@@ -11,7 +11,9 @@ instance INSTANCE, and holds:
 
 It answers Who-Is, ReadProperty(Multiple), WriteProperty and SubscribeCOV as BACpypes3 does,
 and sends COV notifications to subscribers when a value changes. Only unicast is served
-(no broadcast socket): on loopback a client sends Who-Is straight to the port.
+(no broadcast socket): on loopback a client sends Who-Is straight to the port. With `--bbmd`
+the port is also a BBMD that accepts Register-Foreign-Device (its distribution table empty);
+without it, BACpypes3 answers a registration with BVLC-Result register-foreign-device-nak.
 
 A test drives the device through stdin, one command a line; every command answers one line
 on stdout:
@@ -34,7 +36,7 @@ import asyncio
 import sys
 
 from bacpypes3.app import Application
-from bacpypes3.basetypes import BinaryPV, EngineeringUnits, EventState, StatusFlags
+from bacpypes3.basetypes import BinaryPV, EngineeringUnits, EventState, IPMode, StatusFlags
 from bacpypes3.local.analog import AnalogInputObject
 from bacpypes3.local.binary import BinaryInputObject, BinaryOutputObject
 from bacpypes3.local.device import DeviceObject
@@ -48,10 +50,30 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True, help="UDP port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--instance", type=int, default=1234, help="device object instance; default 1234")
+    parser.add_argument(
+        "--bbmd",
+        action="store_true",
+        help="also be a BBMD that accepts foreign device registrations (an empty distribution table)",
+    )
     return parser.parse_args()
 
 
-def build_objects(instance: int, port: int) -> list:
+def network_port(port: int, bbmd: bool) -> NetworkPortObject:
+    """The device's B/IP port on 127.0.0.1, optionally a BBMD."""
+    network_port = NetworkPortObject(
+        f"127.0.0.1/32:{port}",
+        objectIdentifier=("network-port", 1),
+        objectName="NetworkPort-1",
+    )
+    if bbmd:
+        network_port.bacnetIPMode = IPMode.bbmd
+        network_port.bbmdAcceptFDRegistrations = True
+        network_port.bbmdBroadcastDistributionTable = []
+        network_port.bbmdForeignDeviceTable = []
+    return network_port
+
+
+def build_objects(instance: int, port: int, bbmd: bool) -> list:
     status = StatusFlags([0, 0, 0, 0])
     return [
         DeviceObject(
@@ -59,11 +81,7 @@ def build_objects(instance: int, port: int) -> list:
             objectName="gatehouse-test-device",
             vendorIdentifier=VENDOR_IDENTIFIER,
         ),
-        NetworkPortObject(
-            f"127.0.0.1/32:{port}",
-            objectIdentifier=("network-port", 1),
-            objectName="NetworkPort-1",
-        ),
+        network_port(port, bbmd),
         AnalogInputObject(
             objectIdentifier=("analog-input", 1),
             objectName="zone-temperature",
@@ -133,7 +151,7 @@ def execute(objects: dict, line: str) -> str:
 
 async def main() -> None:
     args = parse_args()
-    object_list = build_objects(args.instance, args.port)
+    object_list = build_objects(args.instance, args.port, args.bbmd)
     app = Application.from_object_list(object_list)
     objects = {str(obj.objectIdentifier): obj for obj in object_list}
     [link_layer] = app.link_layers.values()

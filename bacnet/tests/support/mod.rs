@@ -52,11 +52,20 @@ pub struct Bacpypes3Device {
 impl Bacpypes3Device {
     /// Starts the device on a free port of 127.0.0.1 and waits until it listens.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_on(0)
+        Self::spawn(0, &[])
     }
 
     /// Starts the device on `port` (0: a free one).
     pub fn start_on(port: u16) -> anyhow::Result<Self> {
+        Self::spawn(port, &[])
+    }
+
+    /// Starts the device as a BBMD too, accepting foreign device registrations.
+    pub fn start_bbmd() -> anyhow::Result<Self> {
+        Self::spawn(0, &["--bbmd"])
+    }
+
+    fn spawn(port: u16, options: &[&str]) -> anyhow::Result<Self> {
         let python = python()?;
         let mut child = Command::new(&python)
             .arg(SCRIPT)
@@ -66,6 +75,7 @@ impl Bacpypes3Device {
                 "--instance",
                 &DEVICE_INSTANCE.to_string(),
             ])
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -162,8 +172,11 @@ impl Client {
 
     /// Sends `apdu` in an Original-Unicast-NPDU.
     pub fn send(&self, apdu: Apdu) -> anyhow::Result<()> {
-        let datagram = Bvlc::OriginalUnicast(Npdu::local(apdu)).to_bytes()?;
-        self.send_raw(&datagram)
+        self.send_bvlc(&Bvlc::OriginalUnicast(Npdu::local(apdu)))
+    }
+
+    pub fn send_bvlc(&self, bvlc: &Bvlc) -> anyhow::Result<()> {
+        self.send_raw(&bvlc.to_bytes()?)
     }
 
     pub fn send_raw(&self, datagram: &[u8]) -> anyhow::Result<()> {
@@ -220,6 +233,15 @@ impl Client {
 
     /// Receives and decodes one datagram from the device, carrying an APDU.
     fn receive(&self, deadline: Instant) -> anyhow::Result<Apdu> {
+        loop {
+            if let Some(apdu) = self.receive_bvlc(deadline)?.npdu().and_then(Npdu::apdu) {
+                return Ok(apdu.clone());
+            }
+        }
+    }
+
+    /// Receives and decodes one datagram from the device, whatever it carries.
+    pub fn receive_bvlc(&self, deadline: Instant) -> anyhow::Result<Bvlc> {
         let mut buffer = [0; 1500];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -236,11 +258,7 @@ impl Client {
                 continue;
             }
             let datagram = buffer.get(..length).unwrap_or_default();
-            let bvlc =
-                Bvlc::decode(datagram).with_context(|| format!("decoding {datagram:02X?}"))?;
-            if let Some(apdu) = bvlc.npdu().and_then(Npdu::apdu) {
-                return Ok(apdu.clone());
-            }
+            return Bvlc::decode(datagram).with_context(|| format!("decoding {datagram:02X?}"));
         }
     }
 }
