@@ -23,12 +23,12 @@
 //!   ([`DecodeError`]); offsets count from the start of the bytes given to the `decode` that
 //!   failed ([`Bvlc::decode`]: the UDP payload);
 //! - for every value `m` this crate can encode, `decode(encode(m)) == m` (property-tested in
-//!   `tests/round_trip.rs`); decoding is strict (trailing bytes are an error) except where the
+//!   `tests/round_trip.rs`; NaN aside, which is not equal to itself); decoding is strict (trailing bytes are an error) except where the
 //!   docs of a type say otherwise.
 //!
-//! Layout: [`tag`](crate::tag) (tags, primitive contents), [`value`](crate::value),
-//! [`object`](crate::object) (identifiers, enumerations), [`services`] (one file per
-//! service), [`apdu`](crate::apdu), [`npdu`](crate::npdu), [`bvlc`](crate::bvlc).
+//! Layout: `tag.rs` (tags, primitive contents), [`value`], [`object`] (identifiers,
+//! enumerations), [`services`] (one file per service), [`apdu`], [`npdu`], [`bvlc`]; `reader.rs`
+//! is the bounds-checked cursor every decoder reads through.
 //!
 //! Character strings: only character set 0 (UTF-8) is decoded; any other set is a
 //! [`Problem::UnsupportedCharacterSet`] error, which fails the whole APDU that carries it.
@@ -47,12 +47,26 @@
 //! `std` brings socket2, if-addrs, chrono and thiserror 1. Its README calls it not
 //! production-ready. So the codec is written here, I/O-free, against the standard.
 //!
+//! # Tests
+//!
+//! `cargo test -p gatehouse-bacnet` runs, besides unit tests:
+//! - `tests/known_vectors.rs`: byte-exact datagrams of every message type, both ways, and
+//!   malformed ones that must fail at a given offset;
+//! - `tests/round_trip.rs` and `tests/never_panics.rs`: property tests (every message type
+//!   round-trips; arbitrary and mutated bytes never panic, and what decodes re-encodes
+//!   stably);
+//! - `tests/bacpypes3_peer.rs`: interop with a BACpypes3 0.0.110 device
+//!   (`hil-tests/peers/bacnet_device.py`) over UDP on 127.0.0.1. It needs the virtualenv that
+//!   `scripts/setup-test-deps.sh` makes at `<repo>/.venv` (or `GATEHOUSE_VENV`), and fails
+//!   saying so without it.
+//!
 //! # Fuzzing
 //!
-//! Besides the proptest that arbitrary bytes never panic (`tests/never_panics.rs`), a
-//! cargo-fuzz target feeds arbitrary datagrams to [`Bvlc::decode`] and re-encodes what
-//! decodes: `cd bacnet/fuzz && cargo +nightly fuzz run decode_datagram -- -max_total_time=60`
-//! (needs `cargo install cargo-fuzz` and a nightly toolchain).
+//! A cargo-fuzz target feeds arbitrary datagrams to [`Bvlc::decode`] and checks that what
+//! decodes re-encodes stably (as bytes: a decoded Real may be NaN):
+//! `cd bacnet/fuzz && cargo +nightly fuzz run decode_datagram -- -max_total_time=60`
+//! (needs `cargo install cargo-fuzz` and a nightly toolchain). `bacnet/fuzz` is its own
+//! workspace, excluded from Gatehouse's.
 
 #![forbid(unsafe_code)]
 
