@@ -503,3 +503,88 @@ fn malformed_datagrams_are_refused_where_they_go_wrong() {
         Problem::TrailingBytes { count: 1 },
     );
 }
+
+#[test]
+fn half_ranges_and_out_of_range_fields_are_refused() {
+    // Who-Is with a low limit only.
+    refused(
+        "81 0a 00 0a 01 00 10 08 09 05",
+        "Who-Is range",
+        10,
+        Problem::Invalid("a Who-Is range needs both limits or neither"),
+    );
+    // Who-Is limit above 4194303.
+    refused(
+        "81 0a 00 10 01 00 10 08 0b 40 00 00 1b 40 00 00",
+        "Who-Is low limit",
+        9,
+        Problem::OutOfRange {
+            value: 0x40_0000,
+            range: "0..=4194303",
+        },
+    );
+    // SubscribeCOV with a lifetime but no issue-confirmed-notifications.
+    refused(
+        "81 0a 00 13 01 04 00 05 01 05 09 12 1c 00 00 00 0a 39 3c",
+        "SubscribeCOV lifetime",
+        17,
+        Problem::Invalid("a lifetime without issue-confirmed-notifications"),
+    );
+    // WriteProperty at priority 17.
+    refused(
+        "81 0a 00 17 01 04 00 05 02 0f 0c 01 00 00 01 19 55 3e 91 01 3f 49 11",
+        "WriteProperty priority",
+        22,
+        Problem::OutOfRange {
+            value: 17,
+            range: "1..=16",
+        },
+    );
+    // A Confirmed-Request with reserved max-APDU code 6.
+    refused(
+        "81 0a 00 11 01 04 00 06 01 0c 0c 00 00 00 01 19 55",
+        "Confirmed-Request max-APDU",
+        7,
+        Problem::Invalid("reserved max-APDU code (6 to 15)"),
+    );
+    // A source address that is a broadcast (SLEN 0).
+    refused(
+        "81 0a 00 0b 01 08 00 05 00 10 08",
+        "NPDU SNET/SLEN/SADR",
+        6,
+        Problem::Invalid("a source cannot be a broadcast (SNET 0xFFFF or SLEN 0)"),
+    );
+}
+
+#[test]
+fn fields_out_of_range_are_not_encoded() {
+    let binary_output = object(ObjectType::BINARY_OUTPUT, 1);
+    for priority in [0, 17] {
+        let write = WriteProperty::relinquish(binary_output, priority);
+        let apdu = confirmed(1, MaxApdu::Up1476, ConfirmedRequest::WriteProperty(write));
+        assert_eq!(
+            apdu.to_bytes().map_err(|error| (error.what, error.value)),
+            Err(("write priority", u64::from(priority)))
+        );
+    }
+    let too_big = object(ObjectType::DEVICE, ObjectIdentifier::MAX_INSTANCE + 1);
+    let read = ConfirmedRequest::ReadProperty(ReadProperty {
+        object: too_big,
+        property: PropertyIdentifier::OBJECT_NAME,
+        array_index: None,
+    });
+    assert!(confirmed(1, MaxApdu::Up1476, read).to_bytes().is_err());
+    let broadcast_source = Npdu {
+        header: NpduHeader {
+            source: Some(NetworkAddress {
+                network: 0xFFFF,
+                mac: vec![1],
+            }),
+            ..NpduHeader::default()
+        },
+        payload: NpduPayload::Apdu(Apdu::UnconfirmedRequest(UnconfirmedRequest::WhoIs(
+            WhoIs::default(),
+        ))),
+    };
+    assert!(broadcast_source.to_bytes().is_err());
+}
