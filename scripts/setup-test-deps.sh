@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the hil-tests need besides Rust: a Python virtualenv at <repo>/.venv with
-# pymodbus (the third-party Modbus peer, hil-tests/peers/pymodbus_device.py).
+# pymodbus (the third-party Modbus peer, hil-tests/peers/pymodbus_device.py) and BACpypes3
+# (the third-party BACnet/IP peer, hil-tests/peers/bacnet_device.py, used by bacnet/tests/).
 #
 # Idempotent: does nothing that is already done. On a fresh Debian machine it first installs
 # python3-venv with apt-get, only if `python3 -m venv` cannot work without it.
@@ -8,6 +9,7 @@
 set -euo pipefail
 
 PYMODBUS_VERSION=3.16.1
+BACPYPES3_VERSION=0.0.110
 PYTHON=${PYTHON:-python3}
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
 
@@ -27,10 +29,17 @@ if [ ! -x "$venv/bin/python" ]; then
     "$PYTHON" -m venv "$venv"
 fi
 
-installed=$("$venv/bin/python" -c \
-    'import importlib.metadata as m; print(m.version("pymodbus"))' 2>/dev/null || true)
-if [ "$installed" != "$PYMODBUS_VERSION" ]; then
-    echo "setup-test-deps: installing pymodbus==$PYMODBUS_VERSION into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pymodbus==$PYMODBUS_VERSION"
-fi
-echo "setup-test-deps: $venv has pymodbus $PYMODBUS_VERSION" >&2
+# Installs NAME==VERSION into the venv unless that version is already there.
+pip_pin() {
+    local name=$1 version=$2 installed
+    installed=$("$venv/bin/python" -c \
+        "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
+    if [ "$installed" != "$version" ]; then
+        echo "setup-test-deps: installing $name==$version into $venv" >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$name==$version"
+    fi
+    echo "setup-test-deps: $venv has $name $version" >&2
+}
+
+pip_pin pymodbus "$PYMODBUS_VERSION"
+pip_pin bacpypes3 "$BACPYPES3_VERSION"
