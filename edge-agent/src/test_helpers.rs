@@ -8,12 +8,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use gatehouse_protocol::{DeviceId, Event, EventBody, PointId, Quality, Value};
+use gatehouse_protocol::{
+    CommandOutcome, CommandRequest, DeviceId, DeviceStatus, Event, EventBody, PointId, Quality,
+    Value,
+};
 use jiff::Timestamp;
 
 use gatehouse_rules::engine::Command;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
+use crate::adapters::{self, Adapter, CommandEnvelope, CommandRouter};
 use crate::config::Config;
 use crate::journal::rules::RuleDriver;
 use crate::journal::{self, JournalHandle, Reader, Writer, WriterSettings};
@@ -273,5 +278,102 @@ impl Drop for PlainBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The agent's side of an adapter test: a journal, the adapters under supervision, the
+/// command router.
+pub struct Agent {
+    pub journal: TestJournal,
+    pub commands: CommandRouter,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Agent {
+    /// Starts `adapters` under supervision, journaling into a fresh journal for `config`.
+    pub fn start(config: &Config, adapters: Vec<Arc<dyn Adapter>>) -> Agent {
+        let journal = TestJournal::with_defaults(config);
+        let shutdown = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let commands = adapters::start(
+            adapters,
+            &journal.handle,
+            &journal.live,
+            &journal.metrics,
+            &shutdown,
+            &mut tasks,
+        );
+        Agent {
+            journal,
+            commands,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// Waits until `check` holds of the live state.
+    pub async fn until(&self, what: &str, check: impl Fn(&Agent) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !check(self) {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn value(&self, point: &str) -> Option<(Option<Value>, Quality)> {
+        let point = PointId::new(point).ok()?;
+        self.journal
+            .live
+            .point(&point)
+            .map(|state| (state.value, state.quality))
+    }
+
+    pub fn status(&self, device: &str) -> Option<(DeviceStatus, Option<String>)> {
+        let device = DeviceId::new(device).ok()?;
+        self.journal
+            .live
+            .device(&device)
+            .map(|state| (state.status, state.reason))
+    }
+
+    pub fn status_is(&self, device: &str, status: DeviceStatus, reason: &str) -> bool {
+        self.status(device)
+            .is_some_and(|(found, why)| found == status && why.unwrap_or_default().contains(reason))
+    }
+
+    pub fn good(&self, point: &str, value: Value) -> bool {
+        self.value(point) == Some((Some(value), Quality::Good))
+    }
+
+    pub async fn command(
+        &self,
+        device: &str,
+        point: &str,
+        value: Value,
+    ) -> anyhow::Result<CommandOutcome> {
+        let (reply, answer) = oneshot::channel();
+        let device = DeviceId::new(device)?;
+        self.commands.send(
+            &device.clone(),
+            CommandEnvelope {
+                device,
+                request: CommandRequest {
+                    point: PointId::new(point)?,
+                    value,
+                },
+                requested_by: "test".into(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+                reply,
+            },
+        )?;
+        Ok(tokio::time::timeout(Duration::from_secs(10), answer)
+            .await??
+            .0)
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
     }
 }

@@ -4,15 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_protocol::{
-    CommandOutcome, CommandRequest, DeviceId, DeviceStatus, EventBody, PointId, Quality, Value,
-};
+use gatehouse_protocol::{CommandOutcome, DeviceStatus, EventBody, PointId, Quality, Value};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
-use crate::adapters::{self, Adapter, CommandEnvelope, CommandRouter};
-use crate::test_helpers::{PlainBroker, TestJournal, all_events, site_config_from};
+use crate::test_helpers::{Agent, PlainBroker, all_events, site_config_from};
 
 use super::ZigbeeBridge;
 
@@ -87,103 +83,12 @@ property = "occupancy"
     )
 }
 
-/// The agent's side: a journal, the bridge adapter under supervision, the command router.
-struct Agent {
-    journal: TestJournal,
-    commands: CommandRouter,
-    shutdown: CancellationToken,
-    tasks: tokio::task::JoinSet<()>,
-}
-
-impl Agent {
-    fn start(port: u16) -> anyhow::Result<Agent> {
-        let config = site_config_from(&site(port));
-        let journal = TestJournal::with_defaults(&config);
-        let bridge = config.zigbee.bridges[0].clone();
-        let adapter = ZigbeeBridge::new(bridge, config.zigbee.devices.clone(), "agent".into())?;
-        let shutdown = CancellationToken::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        let adapters: Vec<Arc<dyn Adapter>> = vec![Arc::new(adapter)];
-        let commands = adapters::start(
-            adapters,
-            &journal.handle,
-            &journal.live,
-            &journal.metrics,
-            &shutdown,
-            &mut tasks,
-        );
-        Ok(Agent {
-            journal,
-            commands,
-            shutdown,
-            tasks,
-        })
-    }
-
-    /// Waits until `check` holds of the live state.
-    async fn until(&self, what: &str, check: impl Fn(&Agent) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !check(self) {
-            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn value(&self, point: &str) -> Option<(Option<Value>, Quality)> {
-        let point = PointId::new(point).ok()?;
-        self.journal
-            .live
-            .point(&point)
-            .map(|state| (state.value, state.quality))
-    }
-
-    fn status(&self, device: &str) -> Option<(DeviceStatus, Option<String>)> {
-        let device = DeviceId::new(device).ok()?;
-        self.journal
-            .live
-            .device(&device)
-            .map(|state| (state.status, state.reason))
-    }
-
-    fn status_is(&self, device: &str, status: DeviceStatus, reason: &str) -> bool {
-        self.status(device)
-            .is_some_and(|(found, why)| found == status && why.unwrap_or_default().contains(reason))
-    }
-
-    fn good(&self, point: &str, value: Value) -> bool {
-        self.value(point) == Some((Some(value), Quality::Good))
-    }
-
-    async fn command(
-        &self,
-        device: &str,
-        point: &str,
-        value: Value,
-    ) -> anyhow::Result<CommandOutcome> {
-        let (reply, answer) = oneshot::channel();
-        let device = DeviceId::new(device)?;
-        self.commands.send(
-            &device.clone(),
-            CommandEnvelope {
-                device,
-                request: CommandRequest {
-                    point: PointId::new(point)?,
-                    value,
-                },
-                requested_by: "test".into(),
-                deadline: tokio::time::Instant::now() + Duration::from_secs(5),
-                reply,
-            },
-        )?;
-        Ok(tokio::time::timeout(Duration::from_secs(10), answer)
-            .await??
-            .0)
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
-    }
+/// The agent's side with the bridge adapter of [`site`] on the broker at `port`.
+fn start_agent(port: u16) -> anyhow::Result<Agent> {
+    let config = site_config_from(&site(port));
+    let bridge = config.zigbee.bridges[0].clone();
+    let adapter = ZigbeeBridge::new(bridge, config.zigbee.devices.clone(), "agent".into())?;
+    Ok(Agent::start(&config, vec![Arc::new(adapter)]))
 }
 
 /// A test client in zigbee2mqtt's place: publishes its messages, sees the `/set` requests.
@@ -279,7 +184,7 @@ async fn retained_state_at_connect_live_changes_and_unknown_properties_become_po
     let broker = PlainBroker::start()?;
     let zigbee = Zigbee2Mqtt::connect(broker.port).await?;
     zigbee.retained().await?;
-    let agent = Agent::start(broker.port)?;
+    let agent = start_agent(broker.port)?;
 
     agent
         .until("the retained state is read", |a| {
@@ -374,7 +279,7 @@ async fn availability_renames_removals_and_a_broker_restart_are_followed() -> an
     let mut broker = PlainBroker::start()?;
     let zigbee = Zigbee2Mqtt::connect(broker.port).await?;
     zigbee.retained().await?;
-    let agent = Agent::start(broker.port)?;
+    let agent = start_agent(broker.port)?;
     agent
         .until("online", |a| a.status_is("door", DeviceStatus::Online, ""))
         .await;
@@ -469,7 +374,7 @@ async fn commands_are_published_to_set_and_done_when_the_state_comes_back() -> a
     let broker = PlainBroker::start()?;
     let mut zigbee = Zigbee2Mqtt::connect(broker.port).await?;
     zigbee.retained().await?;
-    let agent = Agent::start(broker.port)?;
+    let agent = start_agent(broker.port)?;
     agent
         .until("lock online", |a| {
             a.status_is("lock", DeviceStatus::Online, "")
@@ -590,7 +495,7 @@ async fn a_configured_property_the_model_does_not_expose_degrades_the_device() -
     zigbee
         .publish("lobby/door", r#"{"contact":true}"#, true)
         .await?;
-    let agent = Agent::start(broker.port)?;
+    let agent = start_agent(broker.port)?;
     agent
         .until("degraded", |a| {
             a.status_is(
