@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::bacnet::BacnetNetwork;
 use crate::adapters::modbus::ModbusDevice;
 use crate::adapters::zigbee::ZigbeeBridge;
 use crate::adapters::{self, Adapter};
@@ -50,7 +51,8 @@ pub enum AgentError {
     Adapter(String),
 }
 
-/// The adapters of the config's devices: one per Modbus device, one per zigbee2mqtt bridge.
+/// The adapters of the config's devices: one per Modbus device, one per zigbee2mqtt bridge,
+/// one for all BACnet devices (they share the agent's BACnet/IP port).
 fn adapters_of(config: &Config) -> Result<Vec<Arc<dyn Adapter>>, AgentError> {
     let mut adapters: Vec<Arc<dyn Adapter>> = config
         .modbus
@@ -71,6 +73,9 @@ fn adapters_of(config: &Config) -> Result<Vec<Arc<dyn Adapter>>, AgentError> {
         let adapter = ZigbeeBridge::new(bridge.clone(), devices, client_id)
             .map_err(|error| AgentError::Adapter(error.to_string()))?;
         adapters.push(Arc::new(adapter));
+    }
+    if !config.bacnet.devices.is_empty() {
+        adapters.push(Arc::new(BacnetNetwork::new(config.bacnet.clone())));
     }
     Ok(adapters)
 }

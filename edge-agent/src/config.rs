@@ -23,6 +23,7 @@ use jiff::tz::TimeZone;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::adapters::bacnet::config::BacnetConfig;
 use crate::adapters::modbus::config::ModbusConfig;
 use crate::adapters::zigbee::config::ZigbeeConfig;
 use crate::api::auth::Role;
@@ -46,6 +47,9 @@ pub struct Config {
     /// Zigbee devices through zigbee2mqtt: see docs/zigbee.md.
     #[serde(default)]
     pub zigbee: ZigbeeConfig,
+    /// BACnet/IP devices: see docs/bacnet.md.
+    #[serde(default)]
+    pub bacnet: BacnetConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
     /// Present when the appliance reports to a relay.
@@ -354,6 +358,8 @@ impl Config {
         );
         self.zigbee
             .validate(&zones, &mut devices, &mut points, problems);
+        self.bacnet
+            .validate(&zones, &mut devices, &mut points, problems);
         self.validate_users(problems);
         if let Err(found) = self.engine() {
             for problem in found {
@@ -437,6 +443,7 @@ impl Config {
                 .rule_points()
                 .into_iter()
                 .chain(self.zigbee.rule_points())
+                .chain(self.bacnet.rule_points())
                 .collect(),
             devices: self
                 .modbus
@@ -445,6 +452,12 @@ impl Config {
                 .map(|device| device.id.get_ref().clone())
                 .chain(
                     self.zigbee
+                        .devices
+                        .iter()
+                        .map(|device| device.id.get_ref().clone()),
+                )
+                .chain(
+                    self.bacnet
                         .devices
                         .iter()
                         .map(|device| device.id.get_ref().clone()),

@@ -52,6 +52,9 @@ pub struct Metrics {
     pub modbus_reconnects: Family<DeviceLabels, Counter>,
     pub zigbee_reconnects: Family<BridgeLabels, Counter>,
     pub zigbee_messages_rejected: Family<BridgeLabels, Counter>,
+    pub bacnet_datagrams_rejected: Counter,
+    pub bacnet_requests_retried: Family<DeviceLabels, Counter>,
+    pub bacnet_rediscoveries: Family<DeviceLabels, Counter>,
     pub commands: Family<ResultLabels, Counter>,
     pub api_responses: Family<StatusLabels, Counter>,
     pub api_auth_rejected: Counter,
@@ -84,6 +87,9 @@ impl Default for Metrics {
             modbus_reconnects: Family::default(),
             zigbee_reconnects: Family::default(),
             zigbee_messages_rejected: Family::default(),
+            bacnet_datagrams_rejected: Counter::default(),
+            bacnet_requests_retried: Family::default(),
+            bacnet_rediscoveries: Family::default(),
             commands: Family::default(),
             api_responses: Family::default(),
             api_auth_rejected: Counter::default(),
@@ -170,6 +176,21 @@ impl Default for Metrics {
             "zigbee_messages_rejected",
             "zigbee2mqtt messages that could not be read (malformed JSON, wrong shape)",
             metrics.zigbee_messages_rejected.clone(),
+        );
+        registry.register(
+            "bacnet_datagrams_rejected",
+            "BACnet/IP datagrams that did not decode, or answered no request",
+            metrics.bacnet_datagrams_rejected.clone(),
+        );
+        registry.register(
+            "bacnet_requests_retried",
+            "BACnet confirmed requests sent again after a timeout, by device",
+            metrics.bacnet_requests_retried.clone(),
+        );
+        registry.register(
+            "bacnet_rediscoveries",
+            "BACnet Who-Is rounds after a device went offline, by device",
+            metrics.bacnet_rediscoveries.clone(),
         );
         registry.register(
             "commands",

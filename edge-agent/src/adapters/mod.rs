@@ -9,6 +9,7 @@
 //! The [`supervise`] loop restarts an adapter that panics or returns, with backoff, so one
 //! broken device never takes the agent down.
 
+pub mod bacnet;
 pub mod modbus;
 pub mod zigbee;
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use gatehouse_protocol::{CommandOutcome, CommandRequest, DeviceId, EventBody};
+use gatehouse_protocol::{CommandOutcome, CommandRequest, DeviceId, EventBody, Quality, Value};
 use rand::Rng;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -212,6 +213,32 @@ impl Backoff {
 /// as busy.
 const COMMANDS_QUEUED_PER_DEVICE: usize = 16;
 
+/// Change of value with deadband: whether a new reading must be reported (its quality
+/// changed, or its value moved by at least `deadband`; any change when 0 or not numeric).
+pub(crate) fn changed(
+    deadband: f64,
+    last: Option<&(Option<Value>, Quality)>,
+    value: Option<&Value>,
+    quality: &Quality,
+) -> bool {
+    let Some((last_value, last_quality)) = last else {
+        return true;
+    };
+    if last_quality != quality {
+        return true;
+    }
+    match (last_value, value) {
+        (Some(Value::Float(_) | Value::Int(_)), Some(new @ (Value::Float(_) | Value::Int(_))))
+            if deadband > 0.0 =>
+        {
+            let old = last_value.as_ref().and_then(Value::as_f64).unwrap_or(0.0);
+            new.as_f64()
+                .is_some_and(|new| (new - old).abs() >= deadband)
+        }
+        (old, new) => old.as_ref() != new,
+    }
+}
+
 /// Starts every adapter under supervision; returns the command router.
 pub fn start(
     adapters: Vec<Arc<dyn Adapter>>,
@@ -280,7 +307,7 @@ async fn supervise(adapter: Arc<dyn Adapter>, context: AdapterContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_protocol::{PointId, Value};
+    use gatehouse_protocol::PointId;
 
     fn envelope(
         deadline: tokio::time::Instant,
@@ -312,6 +339,19 @@ mod tests {
         assert!(abandoned.expired());
         let (late, _answer) = envelope(tokio::time::Instant::now());
         assert!(late.expired());
+    }
+
+    #[test]
+    fn deadband_filters_small_moves_but_not_quality_changes() {
+        let last = (Some(Value::Float(20.0)), Quality::Good);
+        let good = Quality::Good;
+        assert!(!changed(0.5, Some(&last), Some(&Value::Float(20.4)), &good));
+        assert!(changed(0.5, Some(&last), Some(&Value::Float(20.5)), &good));
+        assert!(changed(0.5, Some(&last), Some(&Value::Float(19.5)), &good));
+        assert!(changed(0.5, Some(&last), None, &Quality::bad("exception")));
+        assert!(changed(0.5, None, Some(&Value::Float(20.0)), &good));
+        assert!(changed(0.0, Some(&last), Some(&Value::Float(20.01)), &good));
+        assert!(!changed(0.0, Some(&last), Some(&Value::Float(20.0)), &good));
     }
 
     #[test]

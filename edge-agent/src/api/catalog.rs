@@ -12,7 +12,7 @@ use crate::live::Live;
 pub struct DeviceView {
     pub id: DeviceId,
     pub name: Option<String>,
-    /// The adapter that drives it (`modbus_tcp`, `zigbee2mqtt`).
+    /// The adapter that drives it (`modbus_tcp`, `zigbee2mqtt`, `bacnet_ip`).
     pub protocol: &'static str,
     pub address: String,
     /// `null` until the adapter has tried to connect.
@@ -112,6 +112,23 @@ impl Catalog {
                     device: device.id.get_ref().clone(),
                     zone: device.point_zone(point),
                     unit: point.unit(),
+                    writable: point.writable,
+                });
+            }
+        }
+        for device in &config.bacnet.devices {
+            catalog.devices.push(DeviceDescription {
+                id: device.id.get_ref().clone(),
+                name: device.name.clone(),
+                protocol: "bacnet_ip",
+                address: device.describe(),
+            });
+            for point in &device.points {
+                catalog.points.push(PointDescription {
+                    id: point.id.get_ref().clone(),
+                    device: device.id.get_ref().clone(),
+                    zone: device.point_zone(point),
+                    unit: point.unit.clone(),
                     writable: point.writable,
                 });
             }

@@ -33,7 +33,7 @@ use tokio_modbus::{ExceptionCode, Slave};
 
 use self::codec::{Block, Raw, Write};
 use self::config::{ModbusDeviceConfig, ModbusPointConfig, Table};
-use super::{Adapter, AdapterContext, Backoff, CommandEnvelope, expired};
+use super::{Adapter, AdapterContext, Backoff, CommandEnvelope, changed, expired};
 use crate::metrics::{DeviceLabels, ResultLabels};
 
 /// One Modbus TCP device.
@@ -325,7 +325,7 @@ impl ModbusDevice {
                     }
                 };
                 let last = reported.points[point_index].as_ref();
-                if changed(point, last, value.as_ref(), &quality) {
+                if changed(point.deadband, last, value.as_ref(), &quality) {
                     reported.points[point_index] = Some((value.clone(), quality.clone()));
                     self.observe(context, point, value, quality, observed_at)
                         .await;
@@ -467,70 +467,5 @@ impl ModbusDevice {
                 (unconfirmed(reason.clone()), Some(reason))
             }
         }
-    }
-}
-
-/// Change of value with deadband: whether a new reading must be reported.
-fn changed(
-    point: &ModbusPointConfig,
-    last: Option<&(Option<Value>, Quality)>,
-    value: Option<&Value>,
-    quality: &Quality,
-) -> bool {
-    let Some((last_value, last_quality)) = last else {
-        return true;
-    };
-    if last_quality != quality {
-        return true;
-    }
-    match (last_value, value) {
-        (Some(Value::Float(_) | Value::Int(_)), Some(new @ (Value::Float(_) | Value::Int(_))))
-            if point.deadband > 0.0 =>
-        {
-            let old = last_value.as_ref().and_then(Value::as_f64).unwrap_or(0.0);
-            new.as_f64()
-                .is_some_and(|new| (new - old).abs() >= point.deadband)
-        }
-        (old, new) => old.as_ref() != new,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::adapters::modbus::config::DataType;
-    use gatehouse_protocol::PointId;
-    use toml::Spanned;
-
-    fn point(deadband: f64) -> ModbusPointConfig {
-        ModbusPointConfig {
-            id: Spanned::new(0..0, PointId::new("t").unwrap_or_else(|e| panic!("{e}"))),
-            table: Table::InputRegister,
-            address: 0,
-            data_type: Some(Spanned::new(0..0, DataType::U16)),
-            word_order: Default::default(),
-            scale: 0.1,
-            offset: 0.0,
-            unit: None,
-            deadband,
-            writable: false,
-            zone: None,
-            egress_lock_value: None,
-        }
-    }
-
-    #[test]
-    fn deadband_filters_small_moves_but_not_quality_changes() {
-        let p = point(0.5);
-        let last = (Some(Value::Float(20.0)), Quality::Good);
-        let good = Quality::Good;
-        assert!(!changed(&p, Some(&last), Some(&Value::Float(20.4)), &good));
-        assert!(changed(&p, Some(&last), Some(&Value::Float(20.5)), &good));
-        assert!(changed(&p, Some(&last), Some(&Value::Float(19.5)), &good));
-        assert!(changed(&p, Some(&last), None, &Quality::bad("exception")));
-        assert!(changed(&p, None, Some(&Value::Float(20.0)), &good));
-        let p = point(0.0);
-        assert!(changed(&p, Some(&last), Some(&Value::Float(20.01)), &good));
-        assert!(!changed(&p, Some(&last), Some(&Value::Float(20.0)), &good));
     }
 }
