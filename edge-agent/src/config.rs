@@ -278,6 +278,18 @@ pub(crate) fn egress_lock(
     Some(value_type.value_of(configured))
 }
 
+/// Checks a point's deadband: a number, 0 or more.
+pub(crate) fn check_deadband(
+    id: &PointId,
+    deadband: f64,
+    span: Range<usize>,
+    problems: &mut Problems,
+) {
+    if !deadband.is_finite() || deadband < 0.0 {
+        problems.at(span, format!("point `{id}`: deadband must be 0 or more"));
+    }
+}
+
 /// Checks a point's egress lock: writable, and a value of the point's type (`lock`, from
 /// [`egress_lock`]).
 pub(crate) fn check_egress_lock(
@@ -528,6 +540,55 @@ impl Config {
             time_zone: &time_zone,
             source: &self.source,
         })
+    }
+}
+
+/// What the config tests of the adapters share: a site to add a section to, its problems as
+/// `line: message`, and the config example of a docs page.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Config;
+
+    pub(crate) const BASE: &str = r#"
+[site]
+id = "s"
+name = "S"
+[api]
+listen = "127.0.0.1:0"
+[[zones]]
+id = "lobby"
+name = "Lobby"
+"#;
+
+    /// The problems of [`BASE`] with `section` added, each as `line: message`.
+    pub(crate) fn messages(section: &str) -> Vec<String> {
+        match Config::parse(&format!("{BASE}{section}")) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems
+                .into_iter()
+                .map(|p| format!("{}: {}", p.position.map_or(0, |p| p.0), p.message))
+                .collect(),
+        }
+    }
+
+    /// Checks that `found` (from [`messages`]) is `expected`: each problem's line and a part
+    /// of its message, in order.
+    pub(crate) fn assert_problems(found: &[String], expected: &[(usize, &str)]) {
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for (found, (line, text)) in found.iter().zip(expected) {
+            assert!(
+                found.starts_with(&format!("{line}: ")) && found.contains(text),
+                "{found} (expected line {line}: {text})"
+            );
+        }
+    }
+
+    /// The first ```toml block of a docs page.
+    pub(crate) fn toml_example(page: &str) -> &str {
+        page.split("```toml")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_default()
     }
 }
 
@@ -831,6 +892,45 @@ writable = true
         }
         let port_zero = device("").replace("127.0.0.1:502", "127.0.0.1:0");
         assert!(problems(&port_zero)[0].message.contains("port 0"));
+    }
+
+    #[test]
+    fn device_and_point_ids_are_unique_across_modbus_zigbee_and_bacnet() {
+        let found = test_support::messages(
+            r#"
+[[modbus.devices]]
+id = "plc"
+address = "127.0.0.1:502"
+[[modbus.devices.points]]
+id = "door"
+table = "coil"
+address = 0
+[[zigbee.bridges]]
+id = "z2m"
+broker = "mqtt://127.0.0.1"
+[[zigbee.devices]]
+id = "plc"
+friendly_name = "door"
+[[zigbee.devices.points]]
+id = "door"
+property = "contact"
+[[bacnet.devices]]
+id = "plc"
+device_instance = 1
+[[bacnet.devices.points]]
+id = "door"
+object = "binary-input:1"
+"#,
+        );
+        test_support::assert_problems(
+            &found,
+            &[
+                (22, "device `plc` is defined twice"),
+                (25, "point `door` is defined twice"),
+                (28, "device `plc` is defined twice"),
+                (31, "point `door` is defined twice"),
+            ],
+        );
     }
 
     #[test]

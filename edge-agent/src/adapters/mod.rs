@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use gatehouse_protocol::{CommandOutcome, CommandRequest, DeviceId, EventBody, Quality, Value};
+use gatehouse_protocol::{
+    CommandOutcome, CommandRequest, DeviceId, EventBody, PointId, Quality, Value,
+};
 use rand::Rng;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -102,6 +104,23 @@ impl AdapterContext {
         if let Some(seq) = self.emit_committed(record).await {
             let _ = command.reply.send((outcome, seq));
         }
+    }
+
+    /// What the journal last recorded of each of `points` (value and quality), so that an
+    /// adapter starting again repeats nothing unchanged and still marks stale what it cannot
+    /// reach.
+    pub fn last_observed<'p>(
+        &self,
+        points: impl IntoIterator<Item = &'p PointId>,
+    ) -> Vec<Option<(Option<Value>, Quality)>> {
+        points
+            .into_iter()
+            .map(|point| {
+                self.live
+                    .point(point)
+                    .map(|state| (state.value, state.quality))
+            })
+            .collect()
     }
 
     /// Sleeps out a backoff delay while refusing commands (the devices are unreachable for
@@ -307,7 +326,6 @@ async fn supervise(adapter: Arc<dyn Adapter>, context: AdapterContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_protocol::PointId;
 
     fn envelope(
         deadline: tokio::time::Instant,

@@ -11,7 +11,7 @@ use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Problems, check_egress_lock, check_zone, egress_lock};
+use crate::config::{Problems, check_deadband, check_egress_lock, check_zone, egress_lock};
 
 /// The agent's one BACnet/IP port, shared by every BACnet device.
 #[derive(Debug, Clone, Deserialize)]
@@ -446,12 +446,7 @@ fn check_point(point: &BacnetPointConfig, problems: &mut Problems) {
             format!("point `{id}`: priority must be from 1 to 16"),
         );
     }
-    if point.deadband < 0.0 || !point.deadband.is_finite() {
-        problems.at(
-            point.id.span(),
-            format!("point `{id}`: deadband must be 0 or more"),
-        );
-    }
+    check_deadband(id, point.deadband, point.id.span(), problems);
     check_egress_lock(
         id,
         point.writable,
@@ -464,36 +459,12 @@ fn check_point(point: &BacnetPointConfig, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-
-    const BASE: &str = r#"
-[site]
-id = "s"
-name = "S"
-[api]
-listen = "127.0.0.1:0"
-[[zones]]
-id = "lobby"
-name = "Lobby"
-"#;
-
-    fn messages(bacnet: &str) -> Vec<String> {
-        match Config::parse(&format!("{BASE}{bacnet}")) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems
-                .into_iter()
-                .map(|p| format!("{}: {}", p.position.map_or(0, |p| p.0), p.message))
-                .collect(),
-        }
-    }
+    use crate::config::test_support::{BASE, assert_problems, messages, toml_example};
 
     #[test]
     fn the_example_in_the_docs_is_a_valid_config() -> anyhow::Result<()> {
         let page = include_str!("../../../../docs/bacnet.md");
-        let example = page
-            .split("```toml")
-            .nth(1)
-            .and_then(|rest| rest.split("```").next())
-            .unwrap_or_default();
+        let example = toml_example(page);
         assert!(example.contains("[[bacnet.devices]]"));
         let zone = "[[zones]]\nid = \"plant-room\"\nname = \"Plant room\"\n";
         let config = Config::parse(&format!("{BASE}{zone}{example}"))
@@ -587,36 +558,6 @@ priority = 17
             (33, "priority must be from 1 to 16"),
             (35, "cannot be read as Float"),
         ];
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
-        for (found, (line, text)) in found.iter().zip(expected) {
-            assert!(
-                found.starts_with(&format!("{line}: ")) && found.contains(text),
-                "{found} (expected line {line}: {text})"
-            );
-        }
-    }
-
-    #[test]
-    fn a_device_id_is_unique_across_modbus_and_bacnet() {
-        let found = messages(
-            r#"
-[[modbus.devices]]
-id = "plc"
-address = "127.0.0.1:502"
-[[modbus.devices.points]]
-id = "door"
-table = "coil"
-address = 0
-[[bacnet.devices]]
-id = "plc"
-device_instance = 1
-[[bacnet.devices.points]]
-id = "door"
-object = "binary-input:1"
-"#,
-        );
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].contains("device `plc` is defined twice"));
-        assert!(found[1].contains("point `door` is defined twice"));
+        assert_problems(&found, &expected);
     }
 }

@@ -348,16 +348,7 @@ impl<'a> Runner<'a> {
                 .live
                 .device(&id)
                 .map(|state| (state.status, state.reason)),
-            reported: config
-                .points
-                .iter()
-                .map(|point| {
-                    context
-                        .live
-                        .point(point.id.get_ref())
-                        .map(|state| (state.value, state.quality))
-                })
-                .collect(),
+            reported: context.last_observed(config.points.iter().map(|point| point.id.get_ref())),
             present: vec![true; config.points.len()],
             object_list_problem: None,
             problems: vec![None; config.points.len()],
@@ -960,5 +951,9 @@ fn object_identifiers(values: &[BacnetValue]) -> Vec<ObjectIdentifier> {
         .collect()
 }
 
+/// The BACpypes3 device the codec's interop tests start, started the same way here.
+#[cfg(test)]
+#[path = "../../../../bacnet/tests/support/peer.rs"]
+mod peer;
 #[cfg(test)]
 mod tests;

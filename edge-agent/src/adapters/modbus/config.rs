@@ -8,7 +8,7 @@ use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Problems, check_egress_lock, check_zone, egress_lock};
+use crate::config::{Problems, check_deadband, check_egress_lock, check_zone, egress_lock};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -349,12 +349,7 @@ fn check_point(point: &ModbusPointConfig, problems: &mut Problems) {
             format!("point `{id}`: scale must be a non-zero number and offset a number"),
         );
     }
-    if !point.deadband.is_finite() || point.deadband < 0.0 {
-        problems.at(
-            point.id.span(),
-            format!("point `{id}`: deadband must be 0 or more"),
-        );
-    }
+    check_deadband(id, point.deadband, point.id.span(), problems);
     check_egress_lock(
         id,
         point.writable,
@@ -366,28 +361,7 @@ fn check_point(point: &ModbusPointConfig, problems: &mut Problems) {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
-
-    const BASE: &str = r#"
-[site]
-id = "s"
-name = "S"
-[api]
-listen = "127.0.0.1:0"
-[[zones]]
-id = "lobby"
-name = "Lobby"
-"#;
-
-    fn messages(devices: &str) -> Vec<String> {
-        match Config::parse(&format!("{BASE}{devices}")) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems
-                .into_iter()
-                .map(|p| format!("{}: {}", p.position.map_or(0, |p| p.0), p.message))
-                .collect(),
-        }
-    }
+    use crate::config::test_support::messages;
 
     #[test]
     fn a_valid_device_passes() {

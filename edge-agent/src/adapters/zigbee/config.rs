@@ -441,27 +441,7 @@ fn check_point(point: &ZigbeePointConfig, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-
-    const BASE: &str = r#"
-[site]
-id = "s"
-name = "S"
-[api]
-listen = "127.0.0.1:0"
-[[zones]]
-id = "lobby"
-name = "Lobby"
-"#;
-
-    fn messages(zigbee: &str) -> Vec<String> {
-        match Config::parse(&format!("{BASE}{zigbee}")) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems
-                .into_iter()
-                .map(|p| format!("{}: {}", p.position.map_or(0, |p| p.0), p.message))
-                .collect(),
-        }
-    }
+    use crate::config::test_support::{BASE, assert_problems, messages, toml_example};
 
     #[test]
     fn a_bridge_with_devices_by_address_and_by_name_passes() -> anyhow::Result<()> {
@@ -523,11 +503,7 @@ type = "text"
     #[test]
     fn the_example_in_the_docs_is_a_valid_config() {
         let page = include_str!("../../../../docs/zigbee.md");
-        let example = page
-            .split("```toml")
-            .nth(1)
-            .and_then(|rest| rest.split("```").next())
-            .unwrap_or_default();
+        let example = toml_example(page);
         assert!(example.contains("[[zigbee.bridges]]"));
         let found = messages(example);
         assert!(found.is_empty(), "{found:?}");
@@ -571,45 +547,6 @@ property = "mystery"
             (29, "`door.contact` is defined twice"),
             (30, "does not know the type of `mystery`"),
         ];
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
-        for (found, (line, text)) in found.iter().zip(expected) {
-            assert!(
-                found.starts_with(&format!("{line}: ")) && found.contains(text),
-                "{found} (expected line {line}: {text})"
-            );
-        }
-    }
-
-    #[test]
-    fn a_point_id_is_unique_across_modbus_and_zigbee() {
-        let found = messages(
-            r#"
-[[modbus.devices]]
-id = "plc"
-address = "127.0.0.1:502"
-[[modbus.devices.points]]
-id = "door"
-table = "coil"
-address = 0
-[[zigbee.bridges]]
-id = "z2m"
-broker = "mqtt://127.0.0.1"
-[[zigbee.devices]]
-id = "plc"
-friendly_name = "door"
-[[zigbee.devices.points]]
-id = "door"
-property = "contact"
-"#,
-        );
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found[0].contains("device `plc` is defined twice"),
-            "{found:?}"
-        );
-        assert!(
-            found[1].contains("point `door` is defined twice"),
-            "{found:?}"
-        );
+        assert_problems(&found, &expected);
     }
 }
