@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use gatehouse_protocol::{PointId, SiteId, Value, ZoneId};
+use gatehouse_protocol::{DeviceId, PointId, SiteId, Value, ZoneId};
 use gatehouse_rules::config::{RuleConfig, ScheduleConfig, ZoneConfig};
 use gatehouse_rules::expr::Type;
 use gatehouse_rules::{Catalog, Engine, Site};
@@ -276,6 +276,39 @@ pub(crate) fn egress_lock(
         ));
     }
     Some(value_type.value_of(configured))
+}
+
+/// Records a device's id, which must be new to the site, and checks that it has points.
+pub(crate) fn check_device_id(
+    id: &Spanned<DeviceId>,
+    point_count: usize,
+    devices: &mut HashSet<DeviceId>,
+    problems: &mut Problems,
+) {
+    let device = id.get_ref();
+    if !devices.insert(device.clone()) {
+        problems.at(id.span(), format!("device `{device}` is defined twice"));
+    }
+    if point_count == 0 {
+        problems.at(id.span(), format!("device `{device}` has no points"));
+    }
+}
+
+/// Records a point's id, which must be new to the site.
+pub(crate) fn check_point_id(
+    id: &Spanned<PointId>,
+    points: &mut HashSet<PointId>,
+    problems: &mut Problems,
+) {
+    if !points.insert(id.get_ref().clone()) {
+        problems.at(
+            id.span(),
+            format!(
+                "point `{}` is defined twice; point ids are unique across the site",
+                id.get_ref()
+            ),
+        );
+    }
 }
 
 /// Checks a point's deadband: a number, 0 or more.

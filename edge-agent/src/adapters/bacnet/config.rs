@@ -11,7 +11,10 @@ use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Problems, check_deadband, check_egress_lock, check_zone, egress_lock};
+use crate::config::{
+    Problems, check_deadband, check_device_id, check_egress_lock, check_point_id, check_zone,
+    egress_lock,
+};
 
 /// The agent's one BACnet/IP port, shared by every BACnet device.
 #[derive(Debug, Clone, Deserialize)]
@@ -315,9 +318,7 @@ impl BacnetConfig {
         let mut instances = HashSet::new();
         for device in &self.devices {
             let id = device.id.get_ref();
-            if !devices.insert(id.clone()) {
-                problems.at(device.id.span(), format!("device `{id}` is defined twice"));
-            }
+            check_device_id(&device.id, device.points.len(), devices, problems);
             check_zone(device.zone.as_ref(), zones, problems);
             let instance = *device.device_instance.get_ref();
             if instance >= ObjectIdentifier::MAX_INSTANCE {
@@ -351,19 +352,8 @@ impl BacnetConfig {
                     format!("device `{id}`: cov_lifetime_s must be between 10 and 86400"),
                 );
             }
-            if device.points.is_empty() {
-                problems.at(device.id.span(), format!("device `{id}` has no points"));
-            }
             for point in &device.points {
-                if !points.insert(point.id.get_ref().clone()) {
-                    problems.at(
-                        point.id.span(),
-                        format!(
-                            "point `{}` is defined twice; point ids are unique across the site",
-                            point.id.get_ref()
-                        ),
-                    );
-                }
+                check_point_id(&point.id, points, problems);
                 check_zone(point.zone.as_ref(), zones, problems);
                 check_point(point, problems);
             }

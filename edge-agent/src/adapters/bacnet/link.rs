@@ -222,6 +222,16 @@ impl Link {
         loop {
             let (length, from) = match self.socket.recv_from(&mut buffer).await {
                 Ok(received) => received,
+                // An ICMP port-unreachable of an earlier send, where the system reports it:
+                // that device's requests time out; the socket is fine.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue;
+                }
                 Err(error) => return error,
             };
             let datagram = buffer.get(..length).unwrap_or_default();

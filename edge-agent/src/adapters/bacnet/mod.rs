@@ -16,6 +16,7 @@
 //!                              └────────────────────────────────────────────────────────┘
 //! ```
 //!
+//! - Reads: ReadPropertyMultiple of up to 16 objects a request.
 //! - Health: offline when the device does not answer Who-Is or a request after its retries
 //!   (its points turn stale); degraded when configured objects are missing from its
 //!   object-list or a point reads as an error; online otherwise.
@@ -63,6 +64,10 @@ use crate::metrics::DeviceLabels;
 
 /// Commands and COV notifications that may wait for one device.
 const QUEUE_PER_DEVICE: usize = 16;
+
+/// Objects read in one ReadPropertyMultiple: their present-values and status-flags fit in
+/// the smallest APDU a B/IP device commonly takes (480 octets), so no answer needs segments.
+const OBJECTS_PER_READ: usize = 16;
 
 /// The agent's BACnet/IP port and the devices reached through it.
 pub struct BacnetNetwork {
@@ -632,20 +637,22 @@ impl<'a> Runner<'a> {
             .filter(|&index| self.present[index] && self.objects[index].is_some())
             .collect();
         let observed_at = Timestamp::now();
-        let mut readings = None;
+        let mut readings = Vec::new();
         if self.multiple {
-            readings = self.read_multiple(address, &indices).await?;
-        }
-        let readings = match readings {
-            Some(readings) => readings,
-            None => {
-                let mut readings = Vec::new();
-                for &index in &indices {
-                    readings.push((index, self.read_one(address, index).await?));
+            for chunk in indices.chunks(OBJECTS_PER_READ) {
+                match self.read_multiple(address, chunk).await? {
+                    Some(read) => readings.extend(read),
+                    // Refused: `multiple` is now false.
+                    None => break,
                 }
-                readings
             }
-        };
+        }
+        if !self.multiple {
+            readings.clear();
+            for &index in &indices {
+                readings.push((index, self.read_one(address, index).await?));
+            }
+        }
         for (index, reading) in readings {
             self.observe(index, reading, observed_at).await;
         }

@@ -10,7 +10,9 @@ use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Problems, check_egress_lock, check_zone, egress_lock};
+use crate::config::{
+    Problems, check_device_id, check_egress_lock, check_point_id, check_zone, egress_lock,
+};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,9 +289,7 @@ impl ZigbeeConfig {
         let mut ieee_addresses = HashSet::new();
         for device in &self.devices {
             let id = device.id.get_ref();
-            if !devices.insert(id.clone()) {
-                problems.at(device.id.span(), format!("device `{id}` is defined twice"));
-            }
+            check_device_id(&device.id, device.points.len(), devices, problems);
             check_zone(device.zone.as_ref(), zones, problems);
             match (&device.bridge, self.bridge_of(device)) {
                 (Some(bridge), _) if !bridges.contains(bridge.get_ref().as_str()) => problems.at(
@@ -331,19 +331,8 @@ impl ZigbeeConfig {
                 }
                 _ => {}
             }
-            if device.points.is_empty() {
-                problems.at(device.id.span(), format!("device `{id}` has no points"));
-            }
             for point in &device.points {
-                if !points.insert(point.id.get_ref().clone()) {
-                    problems.at(
-                        point.id.span(),
-                        format!(
-                            "point `{}` is defined twice; point ids are unique across the site",
-                            point.id.get_ref()
-                        ),
-                    );
-                }
+                check_point_id(&point.id, points, problems);
                 check_zone(point.zone.as_ref(), zones, problems);
                 check_point(point, problems);
             }
