@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gatehouse_bacnet::services::{IAm, ReadPropertyAck};
+use gatehouse_bacnet::services::{CovNotification, IAm, PropertyValue, ReadPropertyAck};
 use gatehouse_bacnet::{
     AbortReason, Apdu, ApplicationValue, BitString, Bvlc, ComplexAck, ConfirmedRequest,
-    ConfirmedServiceChoice, ErrorClass, ErrorClassAndCode, ErrorCode, Npdu, ObjectIdentifier,
-    ObjectType, PropertyIdentifier, RejectReason, Segmentation, UnconfirmedRequest,
-    Value as BacnetValue,
+    ConfirmedRequestHeader, ConfirmedServiceChoice, ErrorClass, ErrorClassAndCode, ErrorCode, Npdu,
+    ObjectIdentifier, ObjectType, PropertyIdentifier, RejectReason, Segmentation,
+    UnconfirmedRequest, Value as BacnetValue,
 };
 use gatehouse_protocol::{CommandOutcome, DeviceStatus, Quality, Value};
 
@@ -270,6 +270,52 @@ async fn a_malformed_datagram_is_counted_and_ignored() -> anyhow::Result<()> {
         .until("polling goes on", |a| a.good("temp", Value::Float(19.0)))
         .await;
     assert!(online(&agent), "{:?}", agent.status("ahu"));
+    agent.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_cov_notification_is_acknowledged_and_recorded() -> anyhow::Result<()> {
+    let peer = Bacpypes3Device::start()?;
+    let device = format!("address = \"{}\"\npoll_interval_ms = 3600000", peer.addr);
+    let (agent, _, address) = start("", DEVICE_INSTANCE, &device, POINTS)?;
+    agent.until("every point read", initial_values).await;
+
+    let notification = CovNotification {
+        subscriber_process_id: 1,
+        initiating_device: ObjectIdentifier::new(ObjectType::DEVICE, DEVICE_INSTANCE),
+        monitored_object: ObjectIdentifier::new(ObjectType::ANALOG_INPUT, 1),
+        time_remaining_seconds: 60,
+        values: vec![PropertyValue {
+            property: PropertyIdentifier::PRESENT_VALUE,
+            array_index: None,
+            value: vec![ApplicationValue::Real(99.0).into()],
+            priority: None,
+        }],
+    };
+    let request = Apdu::ConfirmedRequest {
+        header: ConfirmedRequestHeader::unsegmented(9),
+        request: ConfirmedRequest::CovNotification(notification),
+    };
+    let sender = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    sender.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sender.send_to(
+        &Bvlc::OriginalUnicast(Npdu::local(request)).to_bytes()?,
+        address,
+    )?;
+    let mut buffer = [0; 1500];
+    let (length, _) = sender.recv_from(&mut buffer)?;
+    let answer = Bvlc::decode(&buffer[..length])?;
+    assert_eq!(
+        answer.npdu().and_then(Npdu::apdu),
+        Some(&Apdu::SimpleAck {
+            invoke_id: 9,
+            service: ConfirmedServiceChoice::CONFIRMED_COV_NOTIFICATION
+        })
+    );
+    agent
+        .until("the notified value", |a| a.good("temp", Value::Float(99.0)))
+        .await;
     agent.stop().await;
     Ok(())
 }
