@@ -518,6 +518,35 @@ impl Config {
     }
 }
 
+/// For the tests of the adapters' sections: a minimal site (zone `lobby`) to append a section
+/// to, and what the config then says of it.
+#[cfg(test)]
+pub(crate) mod section_tests {
+    use super::Config;
+
+    pub(crate) const BASE: &str = r#"
+[site]
+id = "s"
+name = "S"
+[api]
+listen = "127.0.0.1:0"
+[[zones]]
+id = "lobby"
+name = "Lobby"
+"#;
+
+    /// Each problem of [`BASE`] followed by `section`, as "line: message".
+    pub(crate) fn messages(section: &str) -> Vec<String> {
+        match Config::parse(&format!("{BASE}{section}")) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems
+                .into_iter()
+                .map(|p| format!("{}: {}", p.position.map_or(0, |p| p.0), p.message))
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

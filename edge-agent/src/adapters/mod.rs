@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use gatehouse_protocol::{CommandOutcome, CommandRequest, DeviceId, EventBody};
+use gatehouse_protocol::{
+    CommandOutcome, CommandRequest, DeviceId, EventBody, PointId, Quality, Value,
+};
 use rand::Rng;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +74,22 @@ impl AdapterContext {
             seq = self.journal.append_committed(body) => seq.ok(),
             () = self.shutdown.cancelled() => None,
         }
+    }
+
+    /// What the journal last recorded of each of `points` (value and quality), so that an
+    /// adapter starting again repeats nothing unchanged and still marks stale what it cannot
+    /// reach.
+    pub fn last_recorded<'p>(
+        &self,
+        points: impl Iterator<Item = &'p PointId>,
+    ) -> Vec<Option<(Option<Value>, Quality)>> {
+        points
+            .map(|point| {
+                self.live
+                    .point(point)
+                    .map(|state| (state.value, state.quality))
+            })
+            .collect()
     }
 
     /// Journals a command's outcome and, once that is committed, answers the requester.

@@ -122,17 +122,7 @@ impl ModbusDevice {
     /// and still marks stale what it cannot reach.
     fn last_reported(&self, context: &AdapterContext) -> Reported {
         Reported {
-            points: self
-                .config
-                .points
-                .iter()
-                .map(|point| {
-                    context
-                        .live
-                        .point(point.id.get_ref())
-                        .map(|state| (state.value, state.quality))
-                })
-                .collect(),
+            points: context.last_recorded(self.config.points.iter().map(|p| p.id.get_ref())),
             online: context
                 .live
                 .device(&self.id)

@@ -441,27 +441,7 @@ fn check_point(point: &ZigbeePointConfig, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-
-    const BASE: &str = r#"
-[site]
-id = "s"
-name = "S"
-[api]
-listen = "127.0.0.1:0"
-[[zones]]
-id = "lobby"
-name = "Lobby"
-"#;
-
-    fn messages(zigbee: &str) -> Vec<String> {
-        match Config::parse(&format!("{BASE}{zigbee}")) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems
-                .into_iter()
-                .map(|p| format!("{}: {}", p.position.map_or(0, |p| p.0), p.message))
-                .collect(),
-        }
-    }
+    use crate::config::section_tests::{BASE, messages};
 
     #[test]
     fn a_bridge_with_devices_by_address_and_by_name_passes() -> anyhow::Result<()> {
