@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::modbus::ModbusDevice;
+use crate::adapters::modbus::rtu::ModbusBus;
 use crate::adapters::{self, Adapter};
 use crate::api::{self, ApiState, Catalog, auth::Users};
 use crate::config::{Config, Synchronous};
@@ -124,13 +125,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Writer::new(connection, rules, live.clone(), metrics.clone(), settings).spawn()?;
 
     let mut tasks = JoinSet::new();
-    let devices: Vec<Arc<dyn Adapter>> = config
-        .modbus
+    let modbus = &config.modbus;
+    let tcp = modbus
         .devices
         .iter()
-        .map(|device| Arc::new(ModbusDevice::new(device.clone())) as Arc<dyn Adapter>)
-        .collect();
-    let commands = adapters::start(devices, &journal, &live, &metrics, &shutdown, &mut tasks);
+        .filter(|device| device.address.is_some())
+        .map(|device| Arc::new(ModbusDevice::new(device.clone())) as Arc<dyn Adapter>);
+    let buses = modbus.buses.iter().map(|bus| {
+        Arc::new(ModbusBus::new(bus.clone(), modbus.bus_devices(bus))) as Arc<dyn Adapter>
+    });
+    let adapters = tcp.chain(buses).collect();
+    let commands = adapters::start(adapters, &journal, &live, &metrics, &shutdown, &mut tasks);
     let command_timeout = Duration::from_millis(config.api.command_timeout_ms);
     tasks.spawn(rules::dispatch(
         outlets.commands,

@@ -198,8 +198,11 @@ async fn supervise(adapter: Arc<dyn Adapter>, context: AdapterContext) {
         let delay = backoff.next_delay();
         match outcome {
             Ok(()) => {
-                tracing::error!(adapter = adapter.name(), restart_in_ms = delay.as_millis() as u64,
-                "adapter returned unexpectedly; restarting")
+                tracing::error!(
+                    adapter = adapter.name(),
+                    restart_in_ms = delay.as_millis() as u64,
+                    "adapter returned unexpectedly; restarting"
+                )
             }
             Err(error) => {
                 tracing::error!(adapter = adapter.name(), %error, restart_in_ms = delay.as_millis() as u64,
