@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the hil-tests need besides Rust: a Python virtualenv at <repo>/.venv with
-# pymodbus (the third-party Modbus peer, hil-tests/peers/pymodbus_device.py).
+# pymodbus and pyserial (the third-party Modbus TCP and RTU peer,
+# hil-tests/peers/pymodbus_device.py). The RTU tests also need socat (scripts/install-deps.sh).
 #
 # Idempotent: does nothing that is already done. On a fresh Debian machine it first installs
 # python3-venv with apt-get, only if `python3 -m venv` cannot work without it.
@@ -8,6 +9,7 @@
 set -euo pipefail
 
 PYMODBUS_VERSION=3.16.1
+PYSERIAL_VERSION=3.5
 PYTHON=${PYTHON:-python3}
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
 
@@ -28,9 +30,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 installed=$("$venv/bin/python" -c \
-    'import importlib.metadata as m; print(m.version("pymodbus"))' 2>/dev/null || true)
-if [ "$installed" != "$PYMODBUS_VERSION" ]; then
-    echo "setup-test-deps: installing pymodbus==$PYMODBUS_VERSION into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pymodbus==$PYMODBUS_VERSION"
+    'import importlib.metadata as m; print(m.version("pymodbus"), m.version("pyserial"))' 2>/dev/null || true)
+if [ "$installed" != "$PYMODBUS_VERSION $PYSERIAL_VERSION" ]; then
+    echo "setup-test-deps: installing pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION into $venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION"
 fi
-echo "setup-test-deps: $venv has pymodbus $PYMODBUS_VERSION" >&2
+echo "setup-test-deps: $venv has pymodbus $PYMODBUS_VERSION and pyserial $PYSERIAL_VERSION" >&2

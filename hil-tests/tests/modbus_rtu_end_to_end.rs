@@ -1,0 +1,304 @@
+//! The edge agent binary on a serial Modbus RTU bus: a socat pseudo-terminal pair as the
+//! RS-485 line, pymodbus as the devices on it (several unit ids), and a scripted device for
+//! answers with a broken CRC.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gatehouse_hil_tests::harness::{AgentProcess, GUARD_TOKEN, INTEGRATOR_TOKEN};
+use gatehouse_hil_tests::pymodbus_peer::PymodbusPeer;
+use gatehouse_hil_tests::serial_line::{PtyPair, Reply, ScriptedRtuDevice};
+use serde_json::{Value as Json, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The bus `rs485` on `port`, 19200 8N1 (a pty takes no parity), reopened quickly.
+fn bus(port: &Path) -> String {
+    format!(
+        r#"
+[[modbus.buses]]
+id = "rs485"
+port = "{}"
+baud = 19200
+parity = "none"
+reconnect_initial_ms = 100
+reconnect_max_ms = 500
+"#,
+        port.display()
+    )
+}
+
+/// A device on the bus: a door (discrete input 0), a strike (coil 0, writable), a level
+/// (holding register 0) and a setpoint (holding register 5, writable).
+fn unit(id: &str, unit_id: u8) -> String {
+    format!(
+        r#"
+[[modbus.devices]]
+id = "{id}"
+bus = "rs485"
+unit_id = {unit_id}
+poll_interval_ms = 50
+timeout_ms = 300
+reconnect_initial_ms = 200
+reconnect_max_ms = 1000
+
+[[modbus.devices.points]]
+id = "{id}.door"
+table = "discrete_input"
+address = 0
+
+[[modbus.devices.points]]
+id = "{id}.strike"
+table = "coil"
+address = 0
+writable = true
+
+[[modbus.devices.points]]
+id = "{id}.level"
+table = "holding_register"
+address = 0
+
+[[modbus.devices.points]]
+id = "{id}.setpoint"
+table = "holding_register"
+address = 5
+writable = true
+"#
+    )
+}
+
+fn good(point: &Json) -> bool {
+    point["quality"]["status"] == "good"
+}
+
+#[tokio::test]
+async fn several_units_on_one_bus_are_polled_and_commanded_while_a_silent_one_is_offline()
+-> anyhow::Result<()> {
+    let folder = tempfile::tempdir()?;
+    let line = PtyPair::start(folder.path()).await?;
+    let peer = PymodbusPeer::start_serial(&line.device_end, &[1, 2])?;
+    peer.unit(1).set_hr(0, 111)?;
+    peer.unit(2).set_hr(0, 222)?;
+    peer.unit(2).set_di(0, true)?;
+    let config = format!(
+        "{}{}{}{}",
+        bus(&line.agent_end),
+        unit("first", 1),
+        unit("second", 2),
+        unit("ghost", 7),
+    );
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
+    let api = agent.api(INTEGRATOR_TOKEN);
+
+    // Each unit's values, not its neighbour's.
+    api.wait_for("/api/v1/points/first.level", WAIT, |p| {
+        p["value"] == json!(111) && good(p)
+    })
+    .await?;
+    api.wait_for("/api/v1/points/second.level", WAIT, |p| {
+        p["value"] == json!(222) && good(p)
+    })
+    .await?;
+    api.wait_for("/api/v1/points/second.door", WAIT, |p| {
+        p["value"] == json!(true)
+    })
+    .await?;
+    let first_door = api.get("/api/v1/points/first.door").await?.1;
+    assert_eq!(first_door["value"], json!(false), "{first_door}");
+
+    // Nobody answers unit 7: offline with the reason, while the others stay online.
+    let ghost = api
+        .wait_for("/api/v1/devices/ghost", WAIT, |d| d["status"] == "offline")
+        .await?;
+    assert!(
+        ghost["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("unit 7 did not answer within 300 ms")),
+        "{ghost}"
+    );
+    let (_, devices) = api.get("/api/v1/devices").await?;
+    for device in devices.as_array().into_iter().flatten() {
+        assert_eq!(device["protocol"], "modbus_rtu", "{device}");
+        let expected = if device["id"] == "ghost" {
+            "offline"
+        } else {
+            "online"
+        };
+        assert_eq!(device["status"], expected, "{device}");
+    }
+    assert!(
+        devices.to_string().contains("agent-tty unit 2"),
+        "{devices}"
+    );
+
+    // Commands reach the right unit: a coil on unit 2, a register on unit 1.
+    let (status, body) = api
+        .post(
+            "/api/v1/devices/second/commands",
+            &json!({"point": "second.strike", "value": true}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"]["status"], "done", "{body}");
+    let (status, body) = api
+        .post(
+            "/api/v1/devices/first/commands",
+            &json!({"point": "first.setpoint", "value": 1234}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(peer.unit(2).get_coil(0)?, "unit 2's coil was written");
+    assert!(!peer.unit(1).get_coil(0)?, "unit 1's coil was not");
+    assert_eq!(peer.unit(1).get_hr(5)?, 1234);
+    assert_eq!(peer.unit(2).get_hr(5)?, 0);
+    api.wait_for("/api/v1/points/second.strike", WAIT, |p| {
+        p["value"] == json!(true)
+    })
+    .await?;
+
+    // A command to the silent unit fails at once with the reason.
+    let (status, body) = api
+        .post(
+            "/api/v1/devices/ghost/commands",
+            &json!({"point": "ghost.strike", "value": true}),
+        )
+        .await?;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.to_string().contains("offline"), "{body}");
+
+    // The answering units keep being polled while the silent one times out.
+    peer.unit(1).set_hr(0, 333)?;
+    api.wait_for("/api/v1/points/first.level", WAIT, |p| {
+        p["value"] == json!(333)
+    })
+    .await?;
+    let (_, first) = api.get("/api/v1/devices/first").await?;
+    assert_eq!(first["status"], "online", "{first}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn answers_with_a_broken_crc_give_bad_quality_and_a_degraded_or_offline_unit()
+-> anyhow::Result<()> {
+    let folder = tempfile::tempdir()?;
+    let line = PtyPair::start(folder.path()).await?;
+    // Unit 1 answers well; unit 2 garbles its holding registers only; unit 3 garbles all.
+    let device =
+        ScriptedRtuDevice::start(&line.device_end, |unit, function| match (unit, function) {
+            (1, _) => Reply::Good,
+            (2, 3) | (3, _) => Reply::BadCrc,
+            (2, _) => Reply::Good,
+            _ => Reply::Silent,
+        })?;
+    let config = format!(
+        "{}{}{}{}",
+        bus(&line.agent_end),
+        unit("clean", 1),
+        unit("flaky", 2),
+        unit("noisy", 3),
+    );
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
+    let api = agent.api(GUARD_TOKEN);
+
+    api.wait_for("/api/v1/points/clean.level", WAIT, |p| {
+        p["value"] == json!(42) && good(p)
+    })
+    .await?;
+    let flaky = api
+        .wait_for("/api/v1/devices/flaky", WAIT, |d| d["status"] == "degraded")
+        .await?;
+    assert!(
+        flaky["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("unit 2: an answer with a bad CRC")),
+        "{flaky}"
+    );
+    let level = api
+        .wait_for("/api/v1/points/flaky.level", WAIT, |p| {
+            p["quality"]["status"] == "bad"
+        })
+        .await?;
+    assert!(level.to_string().contains("bad CRC"), "{level}");
+    assert_eq!(level["value"], Json::Null, "{level}");
+    api.wait_for("/api/v1/points/flaky.door", WAIT, |p| {
+        p["value"] == json!(true) && good(p)
+    })
+    .await?;
+    let noisy = api
+        .wait_for("/api/v1/devices/noisy", WAIT, |d| d["status"] == "offline")
+        .await?;
+    assert!(
+        noisy["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("bad CRC")),
+        "{noisy}"
+    );
+    let (_, clean) = api.get("/api/v1/devices/clean").await?;
+    assert_eq!(clean["status"], "online", "{clean}");
+    assert_eq!(api.get("/api/v1/health").await?.0, 200, "the agent is up");
+    // Frames are kept apart by the RTU silent interval: 3.5 characters of 10 bits (8N1) at
+    // 19200 baud, 1.82 ms, even right after a garbled answer.
+    let pause = device.shortest_pause();
+    assert!(
+        pause.is_some_and(|p| p >= Duration::from_micros(1820)),
+        "{pause:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_port_that_is_missing_or_goes_away_takes_its_units_offline_until_it_is_back()
+-> anyhow::Result<()> {
+    let folder = tempfile::tempdir()?;
+    let agent_end = folder.path().join("agent-tty");
+    let config = format!("{}{}", bus(&agent_end), unit("meter", 1));
+    // The agent starts before the line exists.
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
+    let api = agent.api(GUARD_TOKEN);
+    let meter = api
+        .wait_for("/api/v1/devices/meter", WAIT, |d| d["status"] == "offline")
+        .await?;
+    assert!(
+        meter["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("bus `rs485`: cannot open serial port")),
+        "{meter}"
+    );
+
+    let mut line = PtyPair::start(folder.path()).await?;
+    let peer = PymodbusPeer::start_serial(&line.device_end, &[1])?;
+    peer.set_hr(0, 7)?;
+    api.wait_for("/api/v1/points/meter.level", WAIT, |p| {
+        p["value"] == json!(7) && good(p)
+    })
+    .await?;
+    api.wait_for("/api/v1/devices/meter", WAIT, |d| d["status"] == "online")
+        .await?;
+
+    // The line goes away (socat killed, as an adapter pulled out).
+    drop(peer);
+    line.kill()?;
+    let meter = api
+        .wait_for("/api/v1/devices/meter", WAIT, |d| d["status"] == "offline")
+        .await?;
+    assert!(
+        meter["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("bus `rs485`")),
+        "{meter}"
+    );
+    let level = api.get("/api/v1/points/meter.level").await?.1;
+    assert_eq!(level["quality"]["status"], "stale", "{level}");
+
+    // Back: the agent reopens the port by itself.
+    line.restart().await?;
+    let peer = PymodbusPeer::start_serial(&line.device_end, &[1])?;
+    peer.set_hr(0, 8)?;
+    api.wait_for("/api/v1/points/meter.level", WAIT, |p| {
+        p["value"] == json!(8) && good(p)
+    })
+    .await?;
+    api.wait_for("/api/v1/devices/meter", WAIT, |d| d["status"] == "online")
+        .await?;
+    Ok(())
+}
