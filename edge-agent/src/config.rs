@@ -784,7 +784,8 @@ writable = true
             .nth(1)
             .and_then(|rest| rest.split("```").next())
             .unwrap_or_else(|| panic!("docs/modbus-rtu.md has no toml example"));
-        let config = Config::parse(&format!("{MINIMAL}{example}")).unwrap_or_else(|p| panic!("{p:?}"));
+        let config =
+            Config::parse(&format!("{MINIMAL}{example}")).unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(config.modbus.buses.len(), 1);
         assert_eq!(config.modbus.devices.len(), 2);
     }

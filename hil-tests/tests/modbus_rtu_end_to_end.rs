@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use gatehouse_hil_tests::harness::{AgentProcess, GUARD_TOKEN, INTEGRATOR_TOKEN};
+use gatehouse_hil_tests::harness::{self, AgentProcess, ApiClient, GUARD_TOKEN, INTEGRATOR_TOKEN};
 use gatehouse_hil_tests::pymodbus_peer::PymodbusPeer;
 use gatehouse_hil_tests::serial_line::{PtyPair, Reply, ScriptedRtuDevice};
 use serde_json::{Value as Json, json};
@@ -28,47 +28,46 @@ reconnect_max_ms = 500
     )
 }
 
-/// A device on the bus: a door (discrete input 0), a strike (coil 0, writable), a level
-/// (holding register 0) and a setpoint (holding register 5, writable).
+/// [`harness::door_unit`] on the bus `rs485` (door: discrete input 0, strike: coil 0,
+/// temperature: f32 in holding registers 0-1, count: input register 10), with a writable
+/// setpoint in holding register 5.
 fn unit(id: &str, unit_id: u8) -> String {
     format!(
-        r#"
-[[modbus.devices]]
-id = "{id}"
-bus = "rs485"
-unit_id = {unit_id}
-poll_interval_ms = 50
-timeout_ms = 300
-reconnect_initial_ms = 200
-reconnect_max_ms = 1000
-
-[[modbus.devices.points]]
-id = "{id}.door"
-table = "discrete_input"
-address = 0
-
-[[modbus.devices.points]]
-id = "{id}.strike"
-table = "coil"
-address = 0
-writable = true
-
-[[modbus.devices.points]]
-id = "{id}.level"
-table = "holding_register"
-address = 0
-
-[[modbus.devices.points]]
-id = "{id}.setpoint"
-table = "holding_register"
-address = 5
-writable = true
-"#
+        "{}\n[[modbus.devices.points]]\nid = \"{id}.setpoint\"\ntable = \"holding_register\"\naddress = 5\nwritable = true\n",
+        harness::door_unit(id, "rs485", unit_id, 50)
     )
 }
 
 fn good(point: &Json) -> bool {
     point["quality"]["status"] == "good"
+}
+
+/// Waits until `point` reads `value` with good quality.
+async fn wait_value(api: &ApiClient, point: &str, value: Json) -> anyhow::Result<Json> {
+    api.wait_for(&format!("/api/v1/points/{point}"), WAIT, |p| {
+        p["value"] == value && good(p)
+    })
+    .await
+}
+
+/// Waits until `device` has `status`, and checks that its reason mentions `reason`.
+async fn wait_status(
+    api: &ApiClient,
+    device: &str,
+    status: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let found = api
+        .wait_for(&format!("/api/v1/devices/{device}"), WAIT, |d| {
+            d["status"] == status
+        })
+        .await?;
+    let text = found["reason"].as_str().unwrap_or_default();
+    anyhow::ensure!(
+        text.contains(reason),
+        "{device}: expected `{reason}` in {found}"
+    );
+    Ok(())
 }
 
 #[tokio::test]
@@ -77,8 +76,8 @@ async fn several_units_on_one_bus_are_polled_and_commanded_while_a_silent_one_is
     let folder = tempfile::tempdir()?;
     let line = PtyPair::start(folder.path()).await?;
     let peer = PymodbusPeer::start_serial(&line.device_end, &[1, 2])?;
-    peer.unit(1).set_hr(0, 111)?;
-    peer.unit(2).set_hr(0, 222)?;
+    peer.unit(1).set_ir(10, 111)?;
+    peer.unit(2).set_ir(10, 222)?;
     peer.unit(2).set_di(0, true)?;
     let config = format!(
         "{}{}{}{}",
@@ -91,31 +90,19 @@ async fn several_units_on_one_bus_are_polled_and_commanded_while_a_silent_one_is
     let api = agent.api(INTEGRATOR_TOKEN);
 
     // Each unit's values, not its neighbour's.
-    api.wait_for("/api/v1/points/first.level", WAIT, |p| {
-        p["value"] == json!(111) && good(p)
-    })
-    .await?;
-    api.wait_for("/api/v1/points/second.level", WAIT, |p| {
-        p["value"] == json!(222) && good(p)
-    })
-    .await?;
-    api.wait_for("/api/v1/points/second.door", WAIT, |p| {
-        p["value"] == json!(true)
-    })
-    .await?;
-    let first_door = api.get("/api/v1/points/first.door").await?.1;
-    assert_eq!(first_door["value"], json!(false), "{first_door}");
+    wait_value(&api, "first.count", json!(111)).await?;
+    wait_value(&api, "second.count", json!(222)).await?;
+    wait_value(&api, "second.door", json!(true)).await?;
+    wait_value(&api, "first.door", json!(false)).await?;
 
     // Nobody answers unit 7: offline with the reason, while the others stay online.
-    let ghost = api
-        .wait_for("/api/v1/devices/ghost", WAIT, |d| d["status"] == "offline")
-        .await?;
-    assert!(
-        ghost["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("unit 7 did not answer within 300 ms")),
-        "{ghost}"
-    );
+    wait_status(
+        &api,
+        "ghost",
+        "offline",
+        "unit 7 did not answer within 500 ms",
+    )
+    .await?;
     let (_, devices) = api.get("/api/v1/devices").await?;
     for device in devices.as_array().into_iter().flatten() {
         assert_eq!(device["protocol"], "modbus_rtu", "{device}");
@@ -151,10 +138,7 @@ async fn several_units_on_one_bus_are_polled_and_commanded_while_a_silent_one_is
     assert!(!peer.unit(1).get_coil(0)?, "unit 1's coil was not");
     assert_eq!(peer.unit(1).get_hr(5)?, 1234);
     assert_eq!(peer.unit(2).get_hr(5)?, 0);
-    api.wait_for("/api/v1/points/second.strike", WAIT, |p| {
-        p["value"] == json!(true)
-    })
-    .await?;
+    wait_value(&api, "second.strike", json!(true)).await?;
 
     // A command to the silent unit fails at once with the reason.
     let (status, body) = api
@@ -167,11 +151,8 @@ async fn several_units_on_one_bus_are_polled_and_commanded_while_a_silent_one_is
     assert!(body.to_string().contains("offline"), "{body}");
 
     // The answering units keep being polled while the silent one times out.
-    peer.unit(1).set_hr(0, 333)?;
-    api.wait_for("/api/v1/points/first.level", WAIT, |p| {
-        p["value"] == json!(333)
-    })
-    .await?;
+    peer.unit(1).set_ir(10, 333)?;
+    wait_value(&api, "first.count", json!(333)).await?;
     let (_, first) = api.get("/api/v1/devices/first").await?;
     assert_eq!(first["status"], "online", "{first}");
     Ok(())
@@ -182,7 +163,8 @@ async fn answers_with_a_broken_crc_give_bad_quality_and_a_degraded_or_offline_un
 -> anyhow::Result<()> {
     let folder = tempfile::tempdir()?;
     let line = PtyPair::start(folder.path()).await?;
-    // Unit 1 answers well; unit 2 garbles its holding registers only; unit 3 garbles all.
+    // Unit 1 answers well; unit 2 garbles its holding registers (temperature, setpoint)
+    // only; unit 3 garbles all.
     let device =
         ScriptedRtuDevice::start(&line.device_end, |unit, function| match (unit, function) {
             (1, _) => Reply::Good,
@@ -200,39 +182,24 @@ async fn answers_with_a_broken_crc_give_bad_quality_and_a_degraded_or_offline_un
     let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let api = agent.api(GUARD_TOKEN);
 
-    api.wait_for("/api/v1/points/clean.level", WAIT, |p| {
-        p["value"] == json!(42) && good(p)
-    })
+    wait_value(&api, "clean.count", json!(42)).await?;
+    wait_status(
+        &api,
+        "flaky",
+        "degraded",
+        "unit 2: an answer with a bad CRC",
+    )
     .await?;
-    let flaky = api
-        .wait_for("/api/v1/devices/flaky", WAIT, |d| d["status"] == "degraded")
-        .await?;
-    assert!(
-        flaky["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("unit 2: an answer with a bad CRC")),
-        "{flaky}"
-    );
-    let level = api
-        .wait_for("/api/v1/points/flaky.level", WAIT, |p| {
+    let temperature = api
+        .wait_for("/api/v1/points/flaky.temperature", WAIT, |p| {
             p["quality"]["status"] == "bad"
         })
         .await?;
-    assert!(level.to_string().contains("bad CRC"), "{level}");
-    assert_eq!(level["value"], Json::Null, "{level}");
-    api.wait_for("/api/v1/points/flaky.door", WAIT, |p| {
-        p["value"] == json!(true) && good(p)
-    })
-    .await?;
-    let noisy = api
-        .wait_for("/api/v1/devices/noisy", WAIT, |d| d["status"] == "offline")
-        .await?;
-    assert!(
-        noisy["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("bad CRC")),
-        "{noisy}"
-    );
+    assert!(temperature.to_string().contains("bad CRC"), "{temperature}");
+    assert_eq!(temperature["value"], Json::Null, "{temperature}");
+    wait_value(&api, "flaky.door", json!(true)).await?;
+    wait_value(&api, "flaky.count", json!(42)).await?;
+    wait_status(&api, "noisy", "offline", "unit 3: an answer with a bad CRC").await?;
     let (_, clean) = api.get("/api/v1/devices/clean").await?;
     assert_eq!(clean["status"], "online", "{clean}");
     assert_eq!(api.get("/api/v1/health").await?.0, 200, "the agent is up");
@@ -255,50 +222,33 @@ async fn a_port_that_is_missing_or_goes_away_takes_its_units_offline_until_it_is
     // The agent starts before the line exists.
     let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let api = agent.api(GUARD_TOKEN);
-    let meter = api
-        .wait_for("/api/v1/devices/meter", WAIT, |d| d["status"] == "offline")
-        .await?;
-    assert!(
-        meter["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("bus `rs485`: cannot open serial port")),
-        "{meter}"
-    );
+    wait_status(
+        &api,
+        "meter",
+        "offline",
+        "bus `rs485`: cannot open serial port",
+    )
+    .await?;
 
     let mut line = PtyPair::start(folder.path()).await?;
     let peer = PymodbusPeer::start_serial(&line.device_end, &[1])?;
-    peer.set_hr(0, 7)?;
-    api.wait_for("/api/v1/points/meter.level", WAIT, |p| {
-        p["value"] == json!(7) && good(p)
-    })
-    .await?;
-    api.wait_for("/api/v1/devices/meter", WAIT, |d| d["status"] == "online")
-        .await?;
+    peer.set_ir(10, 7)?;
+    wait_value(&api, "meter.count", json!(7)).await?;
+    wait_status(&api, "meter", "online", "").await?;
 
     // The line goes away (socat killed, as an adapter pulled out).
     drop(peer);
     line.kill()?;
-    let meter = api
-        .wait_for("/api/v1/devices/meter", WAIT, |d| d["status"] == "offline")
-        .await?;
-    assert!(
-        meter["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("bus `rs485`")),
-        "{meter}"
-    );
-    let level = api.get("/api/v1/points/meter.level").await?.1;
-    assert_eq!(level["quality"]["status"], "stale", "{level}");
+    wait_status(&api, "meter", "offline", "bus `rs485`").await?;
+    let count = api.get("/api/v1/points/meter.count").await?.1;
+    assert_eq!(count["quality"]["status"], "stale", "{count}");
+    assert_eq!(count["value"], json!(7), "the last value is kept: {count}");
 
     // Back: the agent reopens the port by itself.
     line.restart().await?;
     let peer = PymodbusPeer::start_serial(&line.device_end, &[1])?;
-    peer.set_hr(0, 8)?;
-    api.wait_for("/api/v1/points/meter.level", WAIT, |p| {
-        p["value"] == json!(8) && good(p)
-    })
-    .await?;
-    api.wait_for("/api/v1/devices/meter", WAIT, |d| d["status"] == "online")
-        .await?;
+    peer.set_ir(10, 8)?;
+    wait_value(&api, "meter.count", json!(8)).await?;
+    wait_status(&api, "meter", "online", "").await?;
     Ok(())
 }

@@ -32,12 +32,12 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use gatehouse_protocol::DeviceId;
 use tokio::time::{MissedTickBehavior, timeout};
+use tokio_modbus::Slave;
 use tokio_modbus::client::Context;
-use tokio_modbus::{ExceptionCode, Slave};
 
 use self::codec::Write;
 use self::config::{ModbusDeviceConfig, Table};
-use self::station::{Data, Failure, Link, LinkError, PollError, Station};
+use self::station::{Answer, Data, Ended, Failure, Lifecycle, Link, LinkError, PollError, Station};
 use super::{Adapter, AdapterContext, Backoff};
 
 /// One Modbus TCP device.
@@ -73,12 +73,6 @@ impl Adapter for ModbusDevice {
     }
 }
 
-/// Why a connection ended.
-enum Ended {
-    Shutdown,
-    Broken(String),
-}
-
 /// A TCP connection as a [`Link`]: any failure breaks it.
 struct TcpLink<'a> {
     client: &'a mut Context,
@@ -90,7 +84,7 @@ impl TcpLink<'_> {
         &self,
         answer: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
         what: &str,
-    ) -> Result<Result<T, ExceptionCode>, LinkError> {
+    ) -> Answer<T> {
         let (reason, counted_as) = match answer {
             Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(error)) => (format!("{what} failed: {error}"), "error"),
@@ -108,64 +102,65 @@ impl TcpLink<'_> {
 }
 
 impl Link for TcpLink<'_> {
-    async fn read(
-        &mut self,
-        table: Table,
-        start: u16,
-        count: u16,
-    ) -> Result<Result<Data, ExceptionCode>, LinkError> {
+    async fn read(&mut self, table: Table, start: u16, count: u16) -> Answer<Data> {
         let limit = Duration::from_millis(self.timeout_ms);
         let answer = timeout(limit, station::read_table(self.client, table, start, count)).await;
         self.fail(answer, &format!("{} read", table.as_str()))
     }
 
-    async fn write(
-        &mut self,
-        address: u16,
-        write: &Write,
-    ) -> Result<Result<(), ExceptionCode>, LinkError> {
+    async fn write(&mut self, address: u16, write: &Write) -> Answer<()> {
         let limit = Duration::from_millis(self.timeout_ms);
         let answer = timeout(limit, station::write_point(self.client, address, write)).await;
         self.fail(answer, "write")
     }
 }
 
+/// The TCP connection to one device, with what outlives it.
+struct Connection<'a> {
+    device: &'a ModbusDevice,
+    station: Station,
+    backoff: Backoff,
+}
+
+impl Lifecycle for Connection<'_> {
+    type Open = Context;
+
+    async fn open(&mut self) -> Result<Context, String> {
+        self.device.connect().await
+    }
+
+    async fn serve(&mut self, mut client: Context, context: &AdapterContext) -> Ended {
+        let device = self.device;
+        tracing::debug!(device = %device.id, address = device.address(), "modbus connection open");
+        let mut link = TcpLink {
+            client: &mut client,
+            timeout_ms: device.config.timeout_ms,
+        };
+        device
+            .session(&mut link, &mut self.station, context, &mut self.backoff)
+            .await
+    }
+
+    async fn lost(&mut self, context: &AdapterContext, reason: String) -> bool {
+        self.station.go_offline(context, &reason).await;
+        let delay = self.backoff.next_delay();
+        tracing::warn!(device = %self.device.id, %reason, retry_in_ms = delay.as_millis() as u64, "modbus device unreachable");
+        self.station.count_reconnect(context);
+        station::wait_offline(context, &[&self.station], delay, &reason).await
+    }
+}
+
 impl ModbusDevice {
     async fn run_device(&self, context: &AdapterContext) {
-        let mut station = Station::new(self.config.clone(), context);
-        let mut backoff = Backoff::new(
-            Duration::from_millis(self.config.reconnect_initial_ms),
-            Duration::from_millis(self.config.reconnect_max_ms),
-        );
-        loop {
-            let reason = match self.connect().await {
-                Ok(mut client) => {
-                    tracing::debug!(device = %self.id, address = self.address(), "modbus connection open");
-                    let mut link = TcpLink {
-                        client: &mut client,
-                        timeout_ms: self.config.timeout_ms,
-                    };
-                    match self
-                        .session(&mut link, &mut station, context, &mut backoff)
-                        .await
-                    {
-                        Ended::Shutdown => return,
-                        Ended::Broken(reason) => reason,
-                    }
-                }
-                Err(reason) => reason,
-            };
-            if context.shutdown.is_cancelled() {
-                return;
-            }
-            station.go_offline(context, &reason).await;
-            let delay = backoff.next_delay();
-            tracing::warn!(device = %self.id, %reason, retry_in_ms = delay.as_millis() as u64, "modbus device unreachable");
-            station.count_reconnect(context);
-            if !station::wait_offline(context, &[&station], delay, &reason).await {
-                return;
-            }
-        }
+        let mut connection = Connection {
+            device: self,
+            station: Station::new(self.config.clone(), context),
+            backoff: Backoff::new(
+                Duration::from_millis(self.config.reconnect_initial_ms),
+                Duration::from_millis(self.config.reconnect_max_ms),
+            ),
+        };
+        station::keep_open(&mut connection, context).await;
     }
 
     async fn connect(&self) -> Result<Context, String> {

@@ -29,14 +29,16 @@ use futures_util::future::BoxFuture;
 use gatehouse_protocol::DeviceId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, timeout};
+use tokio_modbus::Slave;
 use tokio_modbus::client::Context;
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{ExceptionCode, Slave};
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 
 use super::codec::Write;
 use super::config::{ModbusBusConfig, ModbusDeviceConfig, Parity, Table};
-use super::station::{self, Data, Failure, Link, LinkError, PollError, Station};
+use super::station::{
+    self, Answer, Data, Ended, Failure, Lifecycle, Link, LinkError, PollError, Station,
+};
 use crate::adapters::{Adapter, AdapterContext, Backoff, CommandEnvelope};
 
 /// One serial bus and the Modbus devices on it.
@@ -82,15 +84,47 @@ struct Unit {
     backoff: Backoff,
 }
 
-/// Why a session on an open port ended.
-enum Ended {
-    Shutdown,
-    Broken(String),
+/// The bus's serial port, with the units that outlive it.
+struct Port<'a> {
+    bus: &'a ModbusBus,
+    units: Vec<Unit>,
+    backoff: Backoff,
+}
+
+impl Lifecycle for Port<'_> {
+    type Open = SerialStream;
+
+    async fn open(&mut self) -> Result<SerialStream, String> {
+        open(&self.bus.config)
+    }
+
+    async fn serve(&mut self, stream: SerialStream, context: &AdapterContext) -> Ended {
+        let bus = self.bus;
+        tracing::info!(bus = bus.name(), port = bus.port(), "serial port open");
+        let mut link = RtuLink::new(stream, &bus.config);
+        for unit in &mut self.units {
+            unit.due = Instant::now();
+        }
+        bus.session(&mut link, &mut self.units, context, &mut self.backoff)
+            .await
+    }
+
+    async fn lost(&mut self, context: &AdapterContext, reason: String) -> bool {
+        let reason = format!("bus `{}`: {reason}", self.bus.name());
+        for unit in &mut self.units {
+            unit.station.go_offline(context, &reason).await;
+            unit.station.count_reconnect(context);
+        }
+        let delay = self.backoff.next_delay();
+        tracing::warn!(bus = self.bus.name(), %reason, retry_in_ms = delay.as_millis() as u64, "serial bus unusable");
+        let stations: Vec<&Station> = self.units.iter().map(|u| &u.station).collect();
+        station::wait_offline(context, &stations, delay, &reason).await
+    }
 }
 
 impl ModbusBus {
     async fn run_bus(&self, context: &AdapterContext) {
-        let mut units: Vec<Unit> = self
+        let units: Vec<Unit> = self
             .devices
             .iter()
             .map(|config| Unit {
@@ -102,43 +136,15 @@ impl ModbusBus {
                 ),
             })
             .collect();
-        let mut backoff = Backoff::new(
-            Duration::from_millis(self.config.reconnect_initial_ms),
-            Duration::from_millis(self.config.reconnect_max_ms),
-        );
-        loop {
-            let reason = match open(&self.config) {
-                Ok(stream) => {
-                    tracing::info!(bus = self.name(), port = self.port(), "serial port open");
-                    let mut link = RtuLink::new(stream, &self.config);
-                    for unit in &mut units {
-                        unit.due = Instant::now();
-                    }
-                    match self
-                        .session(&mut link, &mut units, context, &mut backoff)
-                        .await
-                    {
-                        Ended::Shutdown => return,
-                        Ended::Broken(reason) => reason,
-                    }
-                }
-                Err(reason) => reason,
-            };
-            if context.shutdown.is_cancelled() {
-                return;
-            }
-            let reason = format!("bus `{}`: {reason}", self.name());
-            for unit in &mut units {
-                unit.station.go_offline(context, &reason).await;
-                unit.station.count_reconnect(context);
-            }
-            let delay = backoff.next_delay();
-            tracing::warn!(bus = self.name(), %reason, retry_in_ms = delay.as_millis() as u64, "serial bus unusable");
-            let stations: Vec<&Station> = units.iter().map(|u| &u.station).collect();
-            if !station::wait_offline(context, &stations, delay, &reason).await {
-                return;
-            }
-        }
+        let mut port = Port {
+            bus: self,
+            units,
+            backoff: Backoff::new(
+                Duration::from_millis(self.config.reconnect_initial_ms),
+                Duration::from_millis(self.config.reconnect_max_ms),
+            ),
+        };
+        station::keep_open(&mut port, context).await;
     }
 
     /// Polls the units as they fall due and runs commands between polls, until the port
@@ -172,7 +178,9 @@ impl ModbusBus {
                         Ok(()) => {
                             unit.backoff.reset();
                             backoff.reset();
-                            unit.due = due.max(Instant::now() - interval) + interval;
+                            // Behind schedule (a slow line), it is due again at once:
+                            // the units due longer ago still go first.
+                            unit.due = (due + interval).max(Instant::now());
                         }
                         Err(PollError::Broken(reason)) => return Ended::Broken(reason),
                         Err(PollError::Unreachable(reason)) => {
@@ -360,7 +368,7 @@ impl RtuLink {
     fn classify<T>(
         &mut self,
         answer: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
-    ) -> Result<Result<T, ExceptionCode>, LinkError> {
+    ) -> Answer<T> {
         self.last_traffic = Instant::now();
         let unit = self.unit;
         let error = |failure, reason: String, counted_as| LinkError {
@@ -411,12 +419,7 @@ impl RtuLink {
 }
 
 impl Link for RtuLink {
-    async fn read(
-        &mut self,
-        table: Table,
-        start: u16,
-        count: u16,
-    ) -> Result<Result<Data, ExceptionCode>, LinkError> {
+    async fn read(&mut self, table: Table, start: u16, count: u16) -> Answer<Data> {
         self.before_request().await;
         let limit = Duration::from_millis(self.timeout_ms);
         let answer = timeout(
@@ -427,11 +430,7 @@ impl Link for RtuLink {
         self.classify(answer)
     }
 
-    async fn write(
-        &mut self,
-        address: u16,
-        write: &Write,
-    ) -> Result<Result<(), ExceptionCode>, LinkError> {
+    async fn write(&mut self, address: u16, write: &Write) -> Answer<()> {
         self.before_request().await;
         let limit = Duration::from_millis(self.timeout_ms);
         let answer = timeout(

@@ -53,21 +53,20 @@ pub(crate) struct LinkError {
     pub counted_as: &'static str,
 }
 
-/// Carries one device's requests. A request either gets an answer (data or a Modbus
-/// exception) or a [`LinkError`].
+/// What a request gets: an answer (what was asked, or a Modbus exception), or a
+/// [`LinkError`].
+pub(crate) type Answer<T> = Result<Result<T, ExceptionCode>, LinkError>;
+
+/// Carries one device's requests.
 pub(crate) trait Link {
     fn read(
         &mut self,
         table: Table,
         start: u16,
         count: u16,
-    ) -> impl Future<Output = Result<Result<Data, ExceptionCode>, LinkError>> + Send;
+    ) -> impl Future<Output = Answer<Data>> + Send;
 
-    fn write(
-        &mut self,
-        address: u16,
-        write: &Write,
-    ) -> impl Future<Output = Result<Result<(), ExceptionCode>, LinkError>> + Send;
+    fn write(&mut self, address: u16, write: &Write) -> impl Future<Output = Answer<()>> + Send;
 }
 
 /// Reads a block with a tokio-modbus client, TCP or RTU alike.
@@ -106,6 +105,53 @@ pub(crate) async fn write_point(
             client.write_single_register(address, words[0]).await
         }
         Write::Registers(words) => client.write_multiple_registers(address, words).await,
+    }
+}
+
+/// Why a session on an open link ended.
+pub(crate) enum Ended {
+    Shutdown,
+    Broken(String),
+}
+
+/// The life of a link (a TCP connection, a serial port): opened, used until it breaks, the
+/// devices behind it reported unreachable while a backoff delay passes, opened again.
+/// [`keep_open`] runs it; TCP and RTU fill in the steps.
+pub(crate) trait Lifecycle {
+    type Open: Send;
+
+    /// Opens the link, or says why it cannot.
+    fn open(&mut self) -> impl Future<Output = Result<Self::Open, String>> + Send;
+
+    /// Uses an open link until it breaks or the agent stops.
+    fn serve(
+        &mut self,
+        link: Self::Open,
+        context: &AdapterContext,
+    ) -> impl Future<Output = Ended> + Send;
+
+    /// Reports the devices behind the link unreachable and waits out the backoff delay;
+    /// false when the agent stops meanwhile.
+    fn lost(
+        &mut self,
+        context: &AdapterContext,
+        reason: String,
+    ) -> impl Future<Output = bool> + Send;
+}
+
+/// Runs a link's life until the agent stops.
+pub(crate) async fn keep_open<L: Lifecycle>(lifecycle: &mut L, context: &AdapterContext) {
+    loop {
+        let reason = match lifecycle.open().await {
+            Ok(link) => match lifecycle.serve(link, context).await {
+                Ended::Shutdown => return,
+                Ended::Broken(reason) => reason,
+            },
+            Err(reason) => reason,
+        };
+        if context.shutdown.is_cancelled() || !lifecycle.lost(context, reason).await {
+            return;
+        }
     }
 }
 

@@ -14,28 +14,19 @@ use crate::test_helpers::{TestJournal, all_events, site_config};
 
 /// Answers reads from a script, in order; writes succeed.
 struct Scripted {
-    answers: VecDeque<Result<Result<Data, ExceptionCode>, LinkError>>,
+    answers: VecDeque<Answer<Data>>,
     reads: Vec<(Table, u16, u16)>,
 }
 
 impl Link for Scripted {
-    async fn read(
-        &mut self,
-        table: Table,
-        start: u16,
-        count: u16,
-    ) -> Result<Result<Data, ExceptionCode>, LinkError> {
+    async fn read(&mut self, table: Table, start: u16, count: u16) -> Answer<Data> {
         self.reads.push((table, start, count));
         self.answers
             .pop_front()
             .unwrap_or_else(|| panic!("unscripted read of {table:?} {start}+{count}"))
     }
 
-    async fn write(
-        &mut self,
-        _address: u16,
-        _write: &Write,
-    ) -> Result<Result<(), ExceptionCode>, LinkError> {
+    async fn write(&mut self, _address: u16, _write: &Write) -> Answer<()> {
         Ok(Ok(()))
     }
 }
