@@ -88,6 +88,8 @@ pub enum Reply {
     Good,
     /// The same answer with its CRC broken.
     BadCrc,
+    /// 64 zero bytes: no frame at all, more than a decoder can skip over.
+    Garbage,
     /// No answer.
     Silent,
 }
@@ -97,6 +99,8 @@ pub enum Reply {
 pub struct ScriptedRtuDevice {
     task: JoinHandle<()>,
     shortest_pause: Arc<Mutex<Option<Duration>>>,
+    /// Requests received, by unit id.
+    requests: Arc<Mutex<[u64; 256]>>,
 }
 
 impl ScriptedRtuDevice {
@@ -111,6 +115,8 @@ impl ScriptedRtuDevice {
             .with_context(|| format!("opening {}", port.display()))?;
         let shortest_pause = Arc::new(Mutex::new(None));
         let pauses = shortest_pause.clone();
+        let requests = Arc::new(Mutex::new([0; 256]));
+        let counts = requests.clone();
         let task = tokio::spawn(async move {
             // Every request of function codes 1-6 is 8 bytes: unit, function, address,
             // count, CRC.
@@ -123,6 +129,7 @@ impl ScriptedRtuDevice {
                     *shortest = Some(shortest.map_or(pause, |s: Duration| s.min(pause)));
                 }
                 let (unit, function) = (request[0], request[1]);
+                counts.lock().unwrap_or_else(PoisonError::into_inner)[usize::from(unit)] += 1;
                 let count = u16::from_be_bytes([request[4], request[5]]);
                 let reply = script(unit, function);
                 let Some(mut answer) = read_answer(unit, function, count) else {
@@ -136,6 +143,7 @@ impl ScriptedRtuDevice {
                             *last ^= 0x5a;
                         }
                     }
+                    Reply::Garbage => answer = vec![0; 64],
                 }
                 if serial.write_all(&answer).await.is_err() {
                     return;
@@ -146,7 +154,13 @@ impl ScriptedRtuDevice {
         Ok(ScriptedRtuDevice {
             task,
             shortest_pause,
+            requests,
         })
+    }
+
+    /// How many requests `unit` was sent so far.
+    pub fn requests(&self, unit: u8) -> u64 {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)[usize::from(unit)]
     }
 
     /// The shortest time between an answer sent and the next request received (the line's

@@ -164,20 +164,22 @@ async fn answers_with_a_broken_crc_give_bad_quality_and_a_degraded_or_offline_un
     let folder = tempfile::tempdir()?;
     let line = PtyPair::start(folder.path()).await?;
     // Unit 1 answers well; unit 2 garbles its holding registers (temperature, setpoint)
-    // only; unit 3 garbles all.
+    // only; unit 3 garbles all; unit 4 answers a stream of zeros.
     let device =
         ScriptedRtuDevice::start(&line.device_end, |unit, function| match (unit, function) {
             (1, _) => Reply::Good,
             (2, 3) | (3, _) => Reply::BadCrc,
+            (4, _) => Reply::Garbage,
             (2, _) => Reply::Good,
             _ => Reply::Silent,
         })?;
     let config = format!(
-        "{}{}{}{}",
+        "{}{}{}{}{}",
         bus(&line.agent_end),
         unit("clean", 1),
         unit("flaky", 2),
         unit("noisy", 3),
+        unit("babbling", 4),
     );
     let agent = AgentProcess::start_site(folder.path(), &config).await?;
     let api = agent.api(GUARD_TOKEN);
@@ -200,6 +202,15 @@ async fn answers_with_a_broken_crc_give_bad_quality_and_a_degraded_or_offline_un
     wait_value(&api, "flaky.door", json!(true)).await?;
     wait_value(&api, "flaky.count", json!(42)).await?;
     wait_status(&api, "noisy", "offline", "unit 3: an answer with a bad CRC").await?;
+    wait_status(&api, "babbling", "offline", "unit 4: ").await?;
+    // The healthy unit is still asked, and still online, after all that.
+    let asked = device.requests(1);
+    tokio::time::timeout(WAIT, async {
+        while device.requests(1) < asked + 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
     let (_, clean) = api.get("/api/v1/devices/clean").await?;
     assert_eq!(clean["status"], "online", "{clean}");
     assert_eq!(api.get("/api/v1/health").await?.0, 200, "the agent is up");

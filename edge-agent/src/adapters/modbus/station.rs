@@ -9,8 +9,9 @@
 //! - every block answered (values or Modbus exceptions): **online**;
 //! - some blocks answered and others did not, or came back garbled (a bad CRC): **degraded**,
 //!   with the reason; the points of the failed blocks get bad quality;
-//! - nothing answered: **offline** ([`PollError::Unreachable`]); the caller reports it with
-//!   [`Station::go_offline`], which marks the points stale, and retries with backoff;
+//! - nothing answered (the first request silent, or the first two garbled): **offline**
+//!   ([`PollError::Unreachable`]); the caller reports it with [`Station::go_offline`], which
+//!   marks the points stale, and retries with backoff;
 //! - the link itself failed (connection reset, serial port gone): [`PollError::Broken`], for
 //!   the caller to reconnect.
 
@@ -254,6 +255,7 @@ impl Station {
         context: &AdapterContext,
     ) -> Result<(), PollError> {
         let mut answered = false;
+        let mut failures = 0;
         let mut failed: Option<String> = None;
         let mut readings = Vec::new();
         let mut index = 0;
@@ -264,12 +266,15 @@ impl Station {
             let result = match link.read(block.table, start, count).await {
                 Err(error) => {
                     self.count_poll(context, error.counted_as);
-                    let silent_first = error.failure == Failure::Silent && !answered;
+                    failures += 1;
                     if error.failure == Failure::Broken {
                         return Err(PollError::Broken(error.reason));
                     }
-                    if silent_first {
-                        // Asking its other blocks would cost a timeout each.
+                    // Each further block of a device that answered nothing yet would cost
+                    // a timeout: give up at once when it is silent, after two garbled
+                    // answers (a bad line rarely garbles one block only).
+                    let hopeless = error.failure == Failure::Silent || failures >= 2;
+                    if hopeless && !answered {
                         return Err(PollError::Unreachable(error.reason));
                     }
                     failed = Some(error.reason.clone());
