@@ -430,10 +430,10 @@ impl Station {
             .await;
     }
 
-    /// Reports the device offline and its known points stale, once per outage.
+    /// Reports the device's known points stale and the device offline, once per outage.
+    /// The points first: whoever sees the device offline (events are committed in order)
+    /// finds its points stale already.
     pub async fn go_offline(&mut self, context: &AdapterContext, reason: &str) {
-        self.report_status(context, DeviceStatus::Offline, Some(reason))
-            .await;
         let observed_at = Timestamp::now();
         for (index, point) in self.config.points.iter().enumerate() {
             let Some((value, quality)) = &self.points[index] else {
@@ -448,6 +448,8 @@ impl Station {
             self.observe(context, point, value, quality, observed_at)
                 .await;
         }
+        self.report_status(context, DeviceStatus::Offline, Some(reason))
+            .await;
     }
 
     /// Carries out a write. Returns the outcome and, if the request got no answer, why.

@@ -160,6 +160,18 @@ async fn a_silent_device_is_unreachable_after_one_timeout_and_goes_offline_with_
     let (value, quality) = quality_of(&events, "door").unwrap_or_else(|| panic!("no door"));
     assert_eq!(value, Some(Value::Bool(false)), "the last value is kept");
     assert!(matches!(quality, Quality::Stale { .. }), "{quality:?}");
+    // Whoever sees the device offline finds its points stale already.
+    let last = events.last().map(|e| &e.body);
+    assert!(
+        matches!(
+            last,
+            Some(EventBody::DeviceStatus {
+                status: DeviceStatus::Offline,
+                ..
+            })
+        ),
+        "{last:?}"
+    );
 }
 
 #[tokio::test]
