@@ -14,6 +14,10 @@
 //!   marks the points stale, and retries with backoff;
 //! - the link itself failed (connection reset, serial port gone): [`PollError::Broken`], for
 //!   the caller to reconnect.
+//!
+//! Order of events, so that a reader never finds a good point on an offline device: coming
+//! up, the status comes before the values it vouches for; going down, the points turn stale
+//! before the device is reported offline. (The journal commits and publishes in order.)
 
 use std::future::Future;
 use std::time::Duration;
