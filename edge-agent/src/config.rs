@@ -875,4 +875,26 @@ writable = true
         assert!(!config.api.users.is_empty());
         assert!(config.journal.path.is_absolute());
     }
+
+    #[test]
+    fn the_shipped_modbus_rtu_example_and_its_documentation_are_valid() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = folder.join("examples/modbus-rtu.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.modbus.buses.len(), 1);
+        assert_eq!(config.modbus.devices.len(), 2);
+        assert!(config.modbus.devices.iter().all(|d| d.bus.is_some()));
+        // The example an installer copies from the RTU page parses as it stands.
+        let page = std::fs::read_to_string(folder.join("../docs/modbus-rtu.md"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let example = page
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("docs/modbus-rtu.md has no toml example"));
+        let config =
+            Config::parse(&format!("{MINIMAL}{example}")).unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(config.modbus.buses.len(), 1);
+        assert_eq!(config.modbus.devices.len(), 2);
+    }
 }
