@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # tzdata: schedules run in the site's IANA time zone (site.timezone).
-packages=(build-essential pkg-config python3 python3-venv ca-certificates curl protobuf-compiler mosquitto mosquitto-clients tzdata)
+# socat: the Modbus RTU tests run the serial bus over a pseudo-terminal pair.
+packages=(build-essential pkg-config python3 python3-venv ca-certificates curl protobuf-compiler mosquitto mosquitto-clients tzdata socat)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

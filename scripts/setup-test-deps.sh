@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the hil-tests need besides Rust: a Python virtualenv at <repo>/.venv with
-# pymodbus (the third-party Modbus peer, hil-tests/peers/pymodbus_device.py) and BACpypes3
-# (the third-party BACnet/IP peer, hil-tests/peers/bacnet_device.py, used by bacnet/tests/).
+# pymodbus and pyserial (the third-party Modbus TCP and RTU peer,
+# hil-tests/peers/pymodbus_device.py; the RTU tests also need socat, from
+# scripts/install-deps.sh) and BACpypes3 (the third-party BACnet/IP peer,
+# hil-tests/peers/bacnet_device.py, used by bacnet/tests/).
 #
 # Idempotent: does nothing that is already done. On a fresh Debian machine it first installs
 # python3-venv with apt-get, only if `python3 -m venv` cannot work without it.
@@ -9,6 +11,7 @@
 set -euo pipefail
 
 PYMODBUS_VERSION=3.16.1
+PYSERIAL_VERSION=3.5
 BACPYPES3_VERSION=0.0.110
 PYTHON=${PYTHON:-python3}
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
@@ -42,4 +45,5 @@ pip_pin() {
 }
 
 pip_pin pymodbus "$PYMODBUS_VERSION"
+pip_pin pyserial "$PYSERIAL_VERSION"
 pip_pin bacpypes3 "$BACPYPES3_VERSION"

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::bacnet::BacnetNetwork;
 use crate::adapters::modbus::ModbusDevice;
+use crate::adapters::modbus::rtu::ModbusBus;
 use crate::adapters::zigbee::ZigbeeBridge;
 use crate::adapters::{self, Adapter};
 use crate::api::{self, ApiState, Catalog, auth::Users};
@@ -51,15 +52,19 @@ pub enum AgentError {
     Adapter(String),
 }
 
-/// The adapters of the config's devices: one per Modbus device, one per zigbee2mqtt bridge,
-/// one for all BACnet devices (they share the agent's BACnet/IP port).
+/// The adapters of the config's devices: one per Modbus TCP device, one per serial bus, one
+/// per zigbee2mqtt bridge, one for all BACnet devices (they share the agent's BACnet/IP port).
 fn adapters_of(config: &Config) -> Result<Vec<Arc<dyn Adapter>>, AgentError> {
-    let mut adapters: Vec<Arc<dyn Adapter>> = config
-        .modbus
+    let modbus = &config.modbus;
+    let tcp = modbus
         .devices
         .iter()
-        .map(|device| Arc::new(ModbusDevice::new(device.clone())) as Arc<dyn Adapter>)
-        .collect();
+        .filter(|device| device.address.is_some())
+        .map(|device| Arc::new(ModbusDevice::new(device.clone())) as Arc<dyn Adapter>);
+    let buses = modbus.buses.iter().map(|bus| {
+        Arc::new(ModbusBus::new(bus.clone(), modbus.bus_devices(bus))) as Arc<dyn Adapter>
+    });
+    let mut adapters: Vec<Arc<dyn Adapter>> = tcp.chain(buses).collect();
     for bridge in &config.zigbee.bridges {
         let id = bridge.id.get_ref();
         let devices = config

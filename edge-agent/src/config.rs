@@ -576,10 +576,10 @@ impl Config {
     }
 }
 
-/// What the config tests of the adapters share: a site to add a section to, its problems as
-/// `line: message`, and the config example of a docs page.
+/// For the tests of the adapters' sections: a minimal site (zone `lobby`) to append a section
+/// to, and what the config then says of it.
 #[cfg(test)]
-pub(crate) mod test_support {
+pub(crate) mod section_tests {
     use super::Config;
 
     pub(crate) const BASE: &str = r#"
@@ -593,7 +593,7 @@ id = "lobby"
 name = "Lobby"
 "#;
 
-    /// The problems of [`BASE`] with `section` added, each as `line: message`.
+    /// Each problem of [`BASE`] followed by `section`, as "line: message".
     pub(crate) fn messages(section: &str) -> Vec<String> {
         match Config::parse(&format!("{BASE}{section}")) {
             Ok(_) => Vec::new(),
@@ -929,7 +929,7 @@ writable = true
 
     #[test]
     fn device_and_point_ids_are_unique_across_modbus_zigbee_and_bacnet() {
-        let found = test_support::messages(
+        let found = section_tests::messages(
             r#"
 [[modbus.devices]]
 id = "plc"
@@ -955,7 +955,7 @@ id = "door"
 object = "binary-input:1"
 "#,
         );
-        test_support::assert_problems(
+        section_tests::assert_problems(
             &found,
             &[
                 (22, "device `plc` is defined twice"),
@@ -991,5 +991,27 @@ object = "binary-input:1"
         assert_eq!(config.file(), Some(path.as_path()));
         assert!(!config.api.users.is_empty());
         assert!(config.journal.path.is_absolute());
+    }
+
+    #[test]
+    fn the_shipped_modbus_rtu_example_and_its_documentation_are_valid() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = folder.join("examples/modbus-rtu.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.modbus.buses.len(), 1);
+        assert_eq!(config.modbus.devices.len(), 2);
+        assert!(config.modbus.devices.iter().all(|d| d.bus.is_some()));
+        // The example an installer copies from the RTU page parses as it stands.
+        let page = std::fs::read_to_string(folder.join("../docs/modbus-rtu.md"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let example = page
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("docs/modbus-rtu.md has no toml example"));
+        let config =
+            Config::parse(&format!("{MINIMAL}{example}")).unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(config.modbus.buses.len(), 1);
+        assert_eq!(config.modbus.devices.len(), 2);
     }
 }

@@ -212,16 +212,26 @@ pub struct PlainBroker {
 }
 
 impl PlainBroker {
+    /// Anonymous clients, plain TCP.
     pub fn start() -> anyhow::Result<PlainBroker> {
+        Self::start_with(|_| Ok("allow_anonymous true\n".to_owned()))
+    }
+
+    /// A broker whose listener takes the settings `listener` returns; it may write the files
+    /// they name (certificates, a password file) into the folder it is given.
+    pub fn start_with(
+        listener: impl FnOnce(&std::path::Path) -> anyhow::Result<String>,
+    ) -> anyhow::Result<PlainBroker> {
         let folder = tempfile::tempdir()?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
         let config = folder.path().join("mosquitto.conf");
+        let settings = listener(folder.path())?;
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {port} 127.0.0.1\n{settings}persistence false\n\
                  log_dest stderr\nuser root\n"
             ),
         )?;

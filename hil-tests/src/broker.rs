@@ -746,6 +746,44 @@ pub fn rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
     None
 }
 
+/// A site's own broker, as zigbee2mqtt publishes to: Mosquitto started without a config file
+/// (version 2's local-only mode: anonymous clients, loopback only) on a free port.
+pub struct LocalBroker {
+    pub port: u16,
+    child: Child,
+}
+
+impl LocalBroker {
+    pub fn start() -> anyhow::Result<LocalBroker> {
+        let port = crate::harness::free_port()?;
+        let child = Command::new(mosquitto_binary()?)
+            .args(["-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut broker = LocalBroker { port, child };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            if let Some(status) = broker.child.try_wait()? {
+                bail!("mosquitto -p {port} exited with {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("mosquitto -p {port} did not listen in time");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+}
+
+impl Drop for LocalBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

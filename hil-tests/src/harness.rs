@@ -77,14 +77,29 @@ mode = "armed_away"
     )
 }
 
-/// A Modbus device with a door contact (discrete input 0), a strike (coil 0), a temperature
-/// (f32 in holding registers 0-1) and a counter (input register 10), in zone `lobby`.
+/// A Modbus TCP device with a door contact (discrete input 0), a strike (coil 0), a
+/// temperature (f32 in holding registers 0-1) and a counter (input register 10), in zone
+/// `lobby`.
 pub fn door_device(id: &str, address: SocketAddr, poll_interval_ms: u64) -> String {
+    door_device_on(id, &format!("address = \"{address}\""), poll_interval_ms)
+}
+
+/// [`door_device`] as unit `unit_id` of the serial bus `bus`.
+pub fn door_unit(id: &str, bus: &str, unit_id: u8, poll_interval_ms: u64) -> String {
+    door_device_on(
+        id,
+        &format!("bus = \"{bus}\"\nunit_id = {unit_id}"),
+        poll_interval_ms,
+    )
+}
+
+/// [`door_device`] reached through `link`: its `address` or its `bus` and `unit_id` lines.
+fn door_device_on(id: &str, link: &str, poll_interval_ms: u64) -> String {
     format!(
         r#"
 [[modbus.devices]]
 id = "{id}"
-address = "{address}"
+{link}
 poll_interval_ms = {poll_interval_ms}
 timeout_ms = 500
 reconnect_initial_ms = 100

@@ -1,16 +1,19 @@
-//! A third-party Modbus TCP device: `peers/pymodbus_device.py` (pymodbus 3.16.1) in a child
+//! A third-party Modbus device: `peers/pymodbus_device.py` (pymodbus 3.16.1) in a child
 //! process, driven over its stdin, so the edge agent is tested against a Modbus stack that is
 //! not ours.
 //!
-//! The device is unit id 1 on 127.0.0.1 with [`TABLE_SIZE`] addresses in each of its four
-//! tables, numbered as on the wire: what [`PymodbusPeer::set_hr`] sets at N, a client reads at
-//! N. Requests past the end answer exception 0x02 (Illegal Data Address). The Python script
-//! runs in the virtualenv `scripts/setup-test-deps.sh` creates.
+//! Over TCP ([`PymodbusPeer::start`]) the device is unit id 1 on 127.0.0.1; over a serial line
+//! ([`PymodbusPeer::start_serial`], one end of a [`crate::serial_line::PtyPair`]) it is a Modbus
+//! RTU server answering as each of the unit ids it is given, and nobody else. Every unit has
+//! [`TABLE_SIZE`] addresses in each of its four tables, numbered as on the wire: what
+//! [`PymodbusPeer::set_hr`] sets at N, a client reads at N. Requests past the end answer
+//! exception 0x02 (Illegal Data Address). The Python script runs in the virtualenv
+//! `scripts/setup-test-deps.sh` creates.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::{
         Mutex, PoisonError,
@@ -55,10 +58,30 @@ impl PymodbusPeer {
     /// Starts the device on a free port and waits until it listens. Fails, saying to run
     /// `scripts/setup-test-deps.sh`, when the virtualenv is missing.
     pub fn start() -> anyhow::Result<Self> {
+        Self::spawn(&["--port", "0"])
+    }
+
+    /// Starts a Modbus RTU server on the serial device `port` (8N1 at 19200 baud: Linux
+    /// refuses parity on a pseudo-terminal) answering as each of `units`.
+    pub fn start_serial(port: &Path, units: &[u8]) -> anyhow::Result<Self> {
+        let units: Vec<String> = units.iter().map(u8::to_string).collect();
+        let port = port.to_string_lossy();
+        Self::spawn(&[
+            "--serial",
+            &port,
+            "--units",
+            &units.join(","),
+            "--parity",
+            "N",
+        ])
+    }
+
+    fn spawn(link: &[&str]) -> anyhow::Result<Self> {
         let python = venv_python()?;
         let mut child = Command::new(&python)
             .arg(SCRIPT)
-            .args(["--port", "0", "--size", &TABLE_SIZE.to_string()])
+            .args(link)
+            .args(["--size", &TABLE_SIZE.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -100,6 +123,83 @@ impl PymodbusPeer {
         self.addr
     }
 
+    /// One unit of a serial peer (a TCP peer has only unit 1, the one the methods of
+    /// [`PymodbusPeer`] itself address).
+    pub fn unit(&self, unit: u8) -> PeerUnit<'_> {
+        PeerUnit {
+            peer: self,
+            unit: Some(unit),
+        }
+    }
+
+    fn first_unit(&self) -> PeerUnit<'_> {
+        PeerUnit {
+            peer: self,
+            unit: None,
+        }
+    }
+
+    /// Sets a discrete input.
+    pub fn set_di(&self, address: u16, value: bool) -> anyhow::Result<()> {
+        self.first_unit().set_di(address, value)
+    }
+
+    /// Sets a coil.
+    pub fn set_coil(&self, address: u16, value: bool) -> anyhow::Result<()> {
+        self.first_unit().set_coil(address, value)
+    }
+
+    /// Sets a holding register.
+    pub fn set_hr(&self, address: u16, value: u16) -> anyhow::Result<()> {
+        self.first_unit().set_hr(address, value)
+    }
+
+    /// Sets an input register.
+    pub fn set_ir(&self, address: u16, value: u16) -> anyhow::Result<()> {
+        self.first_unit().set_ir(address, value)
+    }
+
+    /// A holding register, e.g. to check that a client's write arrived.
+    pub fn get_hr(&self, address: u16) -> anyhow::Result<u16> {
+        self.first_unit().get_hr(address)
+    }
+
+    /// A coil, e.g. to check that a client's write arrived.
+    pub fn get_coil(&self, address: u16) -> anyhow::Result<bool> {
+        self.first_unit().get_coil(address)
+    }
+
+    /// Sends one command line and returns its answer line; an `error ...` answer is an error.
+    fn command(&self, line: &str) -> anyhow::Result<String> {
+        let mut io = self.io.lock().unwrap_or_else(PoisonError::into_inner);
+        writeln!(io.stdin, "{line}")
+            .and_then(|()| io.stdin.flush())
+            .with_context(|| format!("sending `{line}` to the pymodbus peer"))?;
+        let answer = io.next_line(COMMAND_TIMEOUT)?;
+        match answer.strip_prefix("error ") {
+            Some(reason) => bail!("pymodbus peer refused `{line}`: {reason}"),
+            None => Ok(answer),
+        }
+    }
+}
+
+/// The tables of one unit of a peer.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerUnit<'a> {
+    peer: &'a PymodbusPeer,
+    /// None: the peer's first unit.
+    unit: Option<u8>,
+}
+
+impl PeerUnit<'_> {
+    /// Runs `verb ARGS [UNIT]` on the peer.
+    fn command(&self, verb_and_arguments: &str) -> anyhow::Result<String> {
+        match self.unit {
+            Some(unit) => self.peer.command(&format!("{verb_and_arguments} {unit}")),
+            None => self.peer.command(verb_and_arguments),
+        }
+    }
+
     /// Sets a discrete input.
     pub fn set_di(&self, address: u16, value: bool) -> anyhow::Result<()> {
         self.command(&format!("set_di {address} {}", u8::from(value)))
@@ -136,19 +236,6 @@ impl PymodbusPeer {
             "0" => Ok(false),
             "1" => Ok(true),
             other => bail!("pymodbus peer answered get_coil with {other:?}"),
-        }
-    }
-
-    /// Sends one command line and returns its answer line; an `error ...` answer is an error.
-    fn command(&self, line: &str) -> anyhow::Result<String> {
-        let mut io = self.io.lock().unwrap_or_else(PoisonError::into_inner);
-        writeln!(io.stdin, "{line}")
-            .and_then(|()| io.stdin.flush())
-            .with_context(|| format!("sending `{line}` to the pymodbus peer"))?;
-        let answer = io.next_line(COMMAND_TIMEOUT)?;
-        match answer.strip_prefix("error ") {
-            Some(reason) => bail!("pymodbus peer refused `{line}`: {reason}"),
-            None => Ok(answer),
         }
     }
 }

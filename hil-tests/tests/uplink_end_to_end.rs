@@ -509,10 +509,12 @@ async fn kill_relay_then_appliance(backend: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How many record rows a replica wrote, from its log: sqlx logs every statement at debug,
-/// and ingestion writes each record with one `INSERT INTO records`.
+/// How many statements inserting records a replica ran, from its log: sqlx logs every
+/// statement at debug with its first four words as `summary`, and the relay inserts records
+/// only with `WITH batch (...) AS (VALUES ...) INSERT INTO records ...`
+/// (relay/src/store/ingest.rs, `insert_statement`).
 fn records_written(relay: &RelayProcess) -> usize {
-    relay.log().matches("summary=\"INSERT INTO records").count()
+    relay.log().matches("summary=\"WITH batch (seq,").count()
 }
 
 /// Two replicas of one relay (one share group, one PostgreSQL store) split the batches; when

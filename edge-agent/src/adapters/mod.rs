@@ -77,6 +77,22 @@ impl AdapterContext {
         }
     }
 
+    /// What the journal last recorded of each of `points` (value and quality), so that an
+    /// adapter starting again repeats nothing unchanged and still marks stale what it cannot
+    /// reach.
+    pub fn last_recorded<'p>(
+        &self,
+        points: impl Iterator<Item = &'p PointId>,
+    ) -> Vec<Option<(Option<Value>, Quality)>> {
+        points
+            .map(|point| {
+                self.live
+                    .point(point)
+                    .map(|state| (state.value, state.quality))
+            })
+            .collect()
+    }
+
     /// Journals a command's outcome and, once that is committed, answers the requester.
     pub async fn finish_command(&self, command: CommandEnvelope, outcome: CommandOutcome) {
         let result = match outcome {
@@ -104,23 +120,6 @@ impl AdapterContext {
         if let Some(seq) = self.emit_committed(record).await {
             let _ = command.reply.send((outcome, seq));
         }
-    }
-
-    /// What the journal last recorded of each of `points` (value and quality), so that an
-    /// adapter starting again repeats nothing unchanged and still marks stale what it cannot
-    /// reach.
-    pub fn last_observed<'p>(
-        &self,
-        points: impl IntoIterator<Item = &'p PointId>,
-    ) -> Vec<Option<(Option<Value>, Quality)>> {
-        points
-            .into_iter()
-            .map(|point| {
-                self.live
-                    .point(point)
-                    .map(|state| (state.value, state.quality))
-            })
-            .collect()
     }
 
     /// Sleeps out a backoff delay while refusing commands (the devices are unreachable for

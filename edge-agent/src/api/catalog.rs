@@ -12,7 +12,7 @@ use crate::live::Live;
 pub struct DeviceView {
     pub id: DeviceId,
     pub name: Option<String>,
-    /// The adapter that drives it (`modbus_tcp`, `zigbee2mqtt`, `bacnet_ip`).
+    /// The adapter that drives it (`modbus_tcp`, `modbus_rtu`, `zigbee2mqtt`, `bacnet_ip`).
     pub protocol: &'static str,
     pub address: String,
     /// `null` until the adapter has tried to connect.
@@ -74,11 +74,12 @@ impl Catalog {
                 .collect(),
         };
         for device in &config.modbus.devices {
+            let (protocol, address) = config.modbus.link_of(device);
             catalog.devices.push(DeviceDescription {
                 id: device.id.get_ref().clone(),
                 name: device.name.clone(),
-                protocol: "modbus_tcp",
-                address: device.address.get_ref().clone(),
+                protocol,
+                address,
             });
             for point in &device.points {
                 catalog.points.push(PointDescription {

@@ -449,7 +449,7 @@ fn check_point(point: &BacnetPointConfig, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-    use crate::config::test_support::{BASE, assert_problems, messages, toml_example};
+    use crate::config::section_tests::{BASE, assert_problems, messages, toml_example};
 
     #[test]
     fn the_example_in_the_docs_is_a_valid_config() -> anyhow::Result<()> {

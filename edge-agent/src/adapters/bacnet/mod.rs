@@ -353,7 +353,7 @@ impl<'a> Runner<'a> {
                 .live
                 .device(&id)
                 .map(|state| (state.status, state.reason)),
-            reported: context.last_observed(config.points.iter().map(|point| point.id.get_ref())),
+            reported: context.last_recorded(config.points.iter().map(|point| point.id.get_ref())),
             present: vec![true; config.points.len()],
             object_list_problem: None,
             problems: vec![None; config.points.len()],

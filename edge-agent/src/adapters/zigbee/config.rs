@@ -10,9 +10,7 @@ use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{
-    Problems, check_device_id, check_egress_lock, check_point_id, check_zone, egress_lock,
-};
+use crate::config::{Problems, check_egress_lock, check_zone, egress_lock};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -289,7 +287,9 @@ impl ZigbeeConfig {
         let mut ieee_addresses = HashSet::new();
         for device in &self.devices {
             let id = device.id.get_ref();
-            check_device_id(&device.id, device.points.len(), devices, problems);
+            if !devices.insert(id.clone()) {
+                problems.at(device.id.span(), format!("device `{id}` is defined twice"));
+            }
             check_zone(device.zone.as_ref(), zones, problems);
             match (&device.bridge, self.bridge_of(device)) {
                 (Some(bridge), _) if !bridges.contains(bridge.get_ref().as_str()) => problems.at(
@@ -331,8 +331,19 @@ impl ZigbeeConfig {
                 }
                 _ => {}
             }
+            if device.points.is_empty() {
+                problems.at(device.id.span(), format!("device `{id}` has no points"));
+            }
             for point in &device.points {
-                check_point_id(&point.id, points, problems);
+                if !points.insert(point.id.get_ref().clone()) {
+                    problems.at(
+                        point.id.span(),
+                        format!(
+                            "point `{}` is defined twice; point ids are unique across the site",
+                            point.id.get_ref()
+                        ),
+                    );
+                }
                 check_zone(point.zone.as_ref(), zones, problems);
                 check_point(point, problems);
             }
@@ -430,7 +441,7 @@ fn check_point(point: &ZigbeePointConfig, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-    use crate::config::test_support::{BASE, assert_problems, messages, toml_example};
+    use crate::config::section_tests::{BASE, messages};
 
     #[test]
     fn a_bridge_with_devices_by_address_and_by_name_passes() -> anyhow::Result<()> {
@@ -492,7 +503,11 @@ type = "text"
     #[test]
     fn the_example_in_the_docs_is_a_valid_config() {
         let page = include_str!("../../../../docs/zigbee.md");
-        let example = toml_example(page);
+        let example = page
+            .split("```toml")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_default();
         assert!(example.contains("[[zigbee.bridges]]"));
         let found = messages(example);
         assert!(found.is_empty(), "{found:?}");
@@ -536,6 +551,45 @@ property = "mystery"
             (29, "`door.contact` is defined twice"),
             (30, "does not know the type of `mystery`"),
         ];
-        assert_problems(&found, &expected);
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for (found, (line, text)) in found.iter().zip(expected) {
+            assert!(
+                found.starts_with(&format!("{line}: ")) && found.contains(text),
+                "{found} (expected line {line}: {text})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_point_id_is_unique_across_modbus_and_zigbee() {
+        let found = messages(
+            r#"
+[[modbus.devices]]
+id = "plc"
+address = "127.0.0.1:502"
+[[modbus.devices.points]]
+id = "door"
+table = "coil"
+address = 0
+[[zigbee.bridges]]
+id = "z2m"
+broker = "mqtt://127.0.0.1"
+[[zigbee.devices]]
+id = "plc"
+friendly_name = "door"
+[[zigbee.devices.points]]
+id = "door"
+property = "contact"
+"#,
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("device `plc` is defined twice"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("point `door` is defined twice"),
+            "{found:?}"
+        );
     }
 }

@@ -314,7 +314,7 @@ impl<'a> State<'a> {
             .iter()
             .map(|device| DeviceState {
                 friendly_name: device.friendly_name.as_ref().map(|n| n.get_ref().clone()),
-                points: context.last_observed(device.points.iter().map(|point| point.id.get_ref())),
+                points: context.last_recorded(device.points.iter().map(|p| p.id.get_ref())),
                 reported: context
                     .live
                     .device(device.id.get_ref())

@@ -40,6 +40,11 @@ const BASE: &str = "zigbee2mqtt";
 /// A site with one bridge: the door sensor and the lock of [`DEVICES`] by IEEE address, and a
 /// motion sensor zigbee2mqtt does not know.
 fn site(port: u16) -> String {
+    site_with(&format!("broker = \"mqtt://127.0.0.1:{port}\"\n"))
+}
+
+/// [`site`] with `broker` (the bridge's connection settings).
+fn site_with(broker: &str) -> String {
     format!(
         r#"
 [site]
@@ -49,8 +54,7 @@ name = "Test site"
 listen = "127.0.0.1:0"
 [[zigbee.bridges]]
 id = "z2m"
-broker = "mqtt://127.0.0.1:{port}"
-confirm_timeout_ms = 500
+{broker}confirm_timeout_ms = 500
 reconnect_initial_ms = 100
 reconnect_max_ms = 400
 [[zigbee.devices]]
@@ -85,7 +89,12 @@ property = "occupancy"
 
 /// The agent's side with the bridge adapter of [`site`] on the broker at `port`.
 fn start_agent(port: u16) -> anyhow::Result<Agent> {
-    let config = site_config_from(&site(port));
+    start_site(&site(port))
+}
+
+/// The agent's side with the (first) bridge adapter of `site`.
+fn start_site(site: &str) -> anyhow::Result<Agent> {
+    let config = site_config_from(site);
     let bridge = config.zigbee.bridges[0].clone();
     let adapter = ZigbeeBridge::new(bridge, config.zigbee.devices.clone(), "agent".into())?;
     Ok(Agent::start(&config, vec![Arc::new(adapter)]))
@@ -100,7 +109,10 @@ struct Zigbee2Mqtt {
 
 impl Zigbee2Mqtt {
     async fn connect(port: u16) -> anyhow::Result<Zigbee2Mqtt> {
-        let options = MqttOptions::new("zigbee2mqtt", "127.0.0.1", port);
+        Self::connect_with(MqttOptions::new("zigbee2mqtt", "127.0.0.1", port)).await
+    }
+
+    async fn connect_with(options: MqttOptions) -> anyhow::Result<Zigbee2Mqtt> {
         let (client, mut events) = AsyncClient::new(options, 64);
         let (sender, sets) = mpsc::unbounded_channel();
         let (connected, ready) = oneshot::channel();
@@ -509,5 +521,100 @@ async fn a_configured_property_the_model_does_not_expose_degrades_the_device() -
         .until("still read", |a| a.good("door.contact", Value::Bool(true)))
         .await;
     agent.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_broker_with_tls_and_a_password_is_reached_and_a_wrong_password_is_reported()
+-> anyhow::Result<()> {
+    use gatehouse_relay::pki::{FleetCa, Validity};
+    let ca = FleetCa::generate("Site broker CA")?;
+    let server = ca.issue_server_cert(
+        &["localhost", "127.0.0.1"],
+        Validity::starting_now(Duration::from_secs(3600)),
+    )?;
+    let files = tempfile::tempdir()?;
+    let ca_file = files.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem())?;
+    let password_file = files.path().join("password");
+    std::fs::write(&password_file, "s3cret\n")?;
+    let wrong_password_file = files.path().join("wrong");
+    std::fs::write(&wrong_password_file, "guess")?;
+    let broker = PlainBroker::start_with(|folder| {
+        std::fs::write(folder.join("server.pem"), &server.cert_pem)?;
+        std::fs::write(folder.join("server.key"), &server.key_pem)?;
+        std::fs::write(folder.join("ca.pem"), ca.cert_pem())?;
+        let passwords = folder.join("passwords");
+        let made = std::process::Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwords)
+            .args(["gatehouse", "s3cret"])
+            .status()?;
+        anyhow::ensure!(made.success(), "mosquitto_passwd failed");
+        // zigbee2mqtt's own account.
+        let made = std::process::Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg(&passwords)
+            .args(["zigbee2mqtt", "z2m"])
+            .status()?;
+        anyhow::ensure!(made.success(), "mosquitto_passwd failed");
+        Ok(format!(
+            "allow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\n\
+             tls_version tlsv1.3\n",
+            passwords.display(),
+            folder.join("ca.pem").display(),
+            folder.join("server.pem").display(),
+            folder.join("server.key").display(),
+        ))
+    })?;
+
+    let mut options = MqttOptions::new("zigbee2mqtt", "127.0.0.1", broker.port);
+    let roots = gatehouse_transport::root_store(gatehouse_transport::certificates_from_pem(
+        ca.cert_pem().as_bytes(),
+    )?)?;
+    options
+        .set_credentials("zigbee2mqtt", "z2m")
+        .set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+            Arc::new(gatehouse_transport::tls13_client_config(roots, None)?),
+        )));
+    let zigbee = Zigbee2Mqtt::connect_with(options).await?;
+    zigbee.retained().await?;
+
+    let settings = |password: &std::path::Path| {
+        format!(
+            "broker = \"mqtts://127.0.0.1:{}\"\nusername = \"gatehouse\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+            broker.port,
+            password.display(),
+            ca_file.display()
+        )
+    };
+    let agent = start_site(&site_with(&settings(&password_file)))?;
+    agent
+        .until("read over TLS with a password", |a| {
+            a.status_is("door", DeviceStatus::Online, "")
+                && a.good("door.contact", Value::Bool(true))
+        })
+        .await;
+    agent.stop().await;
+
+    let refused = start_site(&site_with(&settings(&wrong_password_file)))?;
+    refused
+        .until("a wrong password is reported", |a| {
+            a.status_is(
+                "door",
+                DeviceStatus::Offline,
+                "cannot reach zigbee2mqtt's broker",
+            )
+        })
+        .await;
+    let (_, reason) = refused
+        .status("door")
+        .unwrap_or((DeviceStatus::Online, None));
+    let reason = reason.unwrap_or_default();
+    assert!(
+        !reason.contains("guess"),
+        "the password must not be shown: {reason}"
+    );
+    refused.stop().await;
     Ok(())
 }
