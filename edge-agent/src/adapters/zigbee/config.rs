@@ -441,7 +441,7 @@ fn check_point(point: &ZigbeePointConfig, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-    use crate::config::section_tests::{BASE, messages};
+    use crate::config::section_tests::{BASE, assert_problems, messages};
 
     #[test]
     fn a_bridge_with_devices_by_address_and_by_name_passes() -> anyhow::Result<()> {
@@ -551,45 +551,6 @@ property = "mystery"
             (29, "`door.contact` is defined twice"),
             (30, "does not know the type of `mystery`"),
         ];
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
-        for (found, (line, text)) in found.iter().zip(expected) {
-            assert!(
-                found.starts_with(&format!("{line}: ")) && found.contains(text),
-                "{found} (expected line {line}: {text})"
-            );
-        }
-    }
-
-    #[test]
-    fn a_point_id_is_unique_across_modbus_and_zigbee() {
-        let found = messages(
-            r#"
-[[modbus.devices]]
-id = "plc"
-address = "127.0.0.1:502"
-[[modbus.devices.points]]
-id = "door"
-table = "coil"
-address = 0
-[[zigbee.bridges]]
-id = "z2m"
-broker = "mqtt://127.0.0.1"
-[[zigbee.devices]]
-id = "plc"
-friendly_name = "door"
-[[zigbee.devices.points]]
-id = "door"
-property = "contact"
-"#,
-        );
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found[0].contains("device `plc` is defined twice"),
-            "{found:?}"
-        );
-        assert!(
-            found[1].contains("point `door` is defined twice"),
-            "{found:?}"
-        );
+        assert_problems(&found, &expected);
     }
 }
