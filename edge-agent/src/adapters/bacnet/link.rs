@@ -62,8 +62,9 @@ pub struct Link {
     waiting: Mutex<Waiting>,
     next_invoke_id: Mutex<u8>,
     i_am: broadcast::Sender<(IAm, SocketAddr)>,
-    /// COV notifications by the initiating device's instance.
-    notifications: HashMap<u32, mpsc::Sender<CovNotification>>,
+    /// COV notifications by the initiating device's instance, with the address they came
+    /// from (the device takes only those from its own address).
+    notifications: HashMap<u32, mpsc::Sender<(CovNotification, SocketAddr)>>,
     bbmd: Option<SocketAddr>,
     bbmd_results: mpsc::Sender<BvlcResultCode>,
     /// Why the last foreign-device registration failed, if it did.
@@ -77,7 +78,7 @@ impl Link {
         socket: UdpSocket,
         timeout: Duration,
         retries: u32,
-        notifications: HashMap<u32, mpsc::Sender<CovNotification>>,
+        notifications: HashMap<u32, mpsc::Sender<(CovNotification, SocketAddr)>>,
         bbmd: Option<SocketAddr>,
         metrics: Arc<Metrics>,
     ) -> (Link, mpsc::Receiver<BvlcResultCode>) {
@@ -242,7 +243,7 @@ impl Link {
         }
     }
 
-    fn rejected(&self, from: SocketAddr, reason: &str) {
+    pub(super) fn rejected(&self, from: SocketAddr, reason: &str) {
         tracing::warn!(%from, reason, "BACnet datagram dropped");
         self.metrics.bacnet_datagrams_rejected.inc();
     }
@@ -319,7 +320,7 @@ impl Link {
         let instance = notification.initiating_device.instance;
         match self.notifications.get(&instance) {
             Some(device) => {
-                if device.try_send(notification).is_err() {
+                if device.try_send((notification, source)).is_err() {
                     self.rejected(source, "a COV notification its device had no room for");
                 }
             }

@@ -369,7 +369,7 @@ impl<'a> Runner<'a> {
     async fn run(
         &mut self,
         mut commands: mpsc::Receiver<CommandEnvelope>,
-        mut notifications: mpsc::Receiver<CovNotification>,
+        mut notifications: mpsc::Receiver<(CovNotification, SocketAddr)>,
     ) {
         let network = &self.network.config;
         let mut backoff = Backoff::new(
@@ -414,7 +414,7 @@ impl<'a> Runner<'a> {
         delay: Duration,
         reason: &str,
         commands: &mut mpsc::Receiver<CommandEnvelope>,
-        notifications: &mut mpsc::Receiver<CovNotification>,
+        notifications: &mut mpsc::Receiver<(CovNotification, SocketAddr)>,
     ) -> bool {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
@@ -495,7 +495,7 @@ impl<'a> Runner<'a> {
         &mut self,
         address: SocketAddr,
         commands: &mut mpsc::Receiver<CommandEnvelope>,
-        notifications: &mut mpsc::Receiver<CovNotification>,
+        notifications: &mut mpsc::Receiver<(CovNotification, SocketAddr)>,
     ) -> Option<String> {
         self.multiple = true;
         if let Err(error) = self.check_objects(address).await {
@@ -515,8 +515,14 @@ impl<'a> Runner<'a> {
                 _ = poll.tick() => self.poll(address).await,
                 _ = renew.tick(), if self.config.cov => self.subscribe(address).await,
                 Some(command) = commands.recv() => self.command(address, command).await,
-                Some(notification) = notifications.recv() => {
-                    self.on_notification(&notification).await;
+                Some((notification, source)) = notifications.recv() => {
+                    // A notification names its device by instance, which anyone can write:
+                    // only the device's own address is believed.
+                    if source == address {
+                        self.on_notification(&notification).await;
+                    } else {
+                        self.link.rejected(source, "a COV notification from another address than its device's");
+                    }
                     Ok(())
                 }
             };
