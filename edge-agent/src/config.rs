@@ -311,6 +311,11 @@ pub(crate) fn check_point_id(
     }
 }
 
+/// Whether reconnect backoff settings are sane: 50 ≤ initial ≤ max ≤ 3600000 ms.
+pub(crate) fn check_reconnect(initial_ms: u64, max_ms: u64) -> bool {
+    (50..=3_600_000).contains(&initial_ms) && initial_ms <= max_ms && max_ms <= 3_600_000
+}
+
 /// Checks a point's deadband: a number, 0 or more.
 pub(crate) fn check_deadband(
     id: &PointId,

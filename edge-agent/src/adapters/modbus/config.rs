@@ -11,7 +11,9 @@ use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Problems, check_egress_lock, check_zone, egress_lock};
+use crate::config::{
+    Problems, check_deadband, check_egress_lock, check_reconnect, check_zone, egress_lock,
+};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -531,10 +533,6 @@ fn span_or<T, U>(value: &Spanned<T>, fallback: &Spanned<U>) -> std::ops::Range<u
     }
 }
 
-fn check_reconnect(initial_ms: u64, max_ms: u64) -> bool {
-    (50..=3_600_000).contains(&initial_ms) && initial_ms <= max_ms && max_ms <= 3_600_000
-}
-
 fn check_point(point: &ModbusPointConfig, problems: &mut Problems) {
     let id = point.id.get_ref();
     let data_type = point.data_type();
@@ -575,12 +573,7 @@ fn check_point(point: &ModbusPointConfig, problems: &mut Problems) {
             format!("point `{id}`: scale must be a non-zero number and offset a number"),
         );
     }
-    if !point.deadband.is_finite() || point.deadband < 0.0 {
-        problems.at(
-            point.id.span(),
-            format!("point `{id}`: deadband must be 0 or more"),
-        );
-    }
+    check_deadband(id, point.deadband, point.id.span(), problems);
     check_egress_lock(
         id,
         point.writable,

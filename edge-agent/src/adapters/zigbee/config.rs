@@ -10,7 +10,7 @@ use gatehouse_rules::expr::Type;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Problems, check_egress_lock, check_zone, egress_lock};
+use crate::config::{Problems, check_egress_lock, check_reconnect, check_zone, egress_lock};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -391,10 +391,7 @@ impl ZigbeeConfig {
                 format!("bridge `{id}`: confirm_timeout_ms must be between 100 and 60000"),
             );
         }
-        if bridge.reconnect_initial_ms < 50
-            || bridge.reconnect_max_ms > 3_600_000
-            || bridge.reconnect_max_ms < bridge.reconnect_initial_ms
-        {
+        if !check_reconnect(bridge.reconnect_initial_ms, bridge.reconnect_max_ms) {
             problems.at(
                 bridge.id.span(),
                 format!(
