@@ -206,7 +206,7 @@ pub fn workspace_binary(name: &str, env_var: &str, sources: &[&str]) -> anyhow::
         .and_then(|m| m.modified())
         .with_context(|| {
             format!(
-                "{} is missing: build it first with `cargo build -p {name}` \
+                "{} is missing: build it first with `cargo build --workspace --bins` \
                  (scripts/test.sh does), or set {env_var}",
                 path.display()
             )
@@ -225,7 +225,7 @@ pub fn workspace_binary(name: &str, env_var: &str, sources: &[&str]) -> anyhow::
     };
     if newest.is_some_and(|source| source > built) {
         bail!(
-            "{} is older than its sources: rebuild it with `cargo build -p {name}`",
+            "{} is older than its sources: rebuild it with `cargo build --workspace --bins`",
             path.display()
         );
     }

@@ -9,13 +9,18 @@
 //!   from Rust.
 //! - [`serial_line`]: a socat pseudo-terminal pair as an RS-485 line, and a scripted RTU
 //!   device for broken answers.
+//! - [`test_camera`]: an RTSP camera (gstreamer-rtsp-server, `src/bin/gatehouse-test-camera.rs`)
+//!   that can change its picture, stall and come back, and a camera that answers junk.
+//! - [`child_peer`]: a peer device in a child process, driven by lines on its stdin.
 //! - `src/bin/gatehouse-modbus-sim.rs`: simulated devices for the demo and benchmarks.
 
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod child_peer;
 pub mod harness;
 pub mod modbus_sim;
 pub mod pymodbus_peer;
 pub mod relay;
 pub mod serial_line;
+pub mod test_camera;

@@ -11,19 +11,15 @@
 //! `scripts/setup-test-deps.sh` creates.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::{
-        Mutex, PoisonError,
-        mpsc::{self, Receiver, RecvTimeoutError},
-    },
-    thread,
+    process::Command,
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
+
+use crate::child_peer::ChildPeer;
 
 /// Addresses in each table of the peer: 0..TABLE_SIZE (a multiple of 16, as pymodbus stores
 /// bits in 16-bit words).
@@ -35,23 +31,12 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/pymodbus_device
 /// How long Python may take to import pymodbus and listen.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long one command may take to be answered.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A running pymodbus device; killed on drop. Its methods block for one round trip to the
 /// child process (a millisecond or so), which is fine inside async tests.
 #[derive(Debug)]
 pub struct PymodbusPeer {
     addr: SocketAddr,
-    io: Mutex<PeerIo>,
-}
-
-#[derive(Debug)]
-struct PeerIo {
-    child: Child,
-    stdin: ChildStdin,
-    /// Lines of the child's stdout, read by a thread.
-    answers: Receiver<String>,
+    peer: ChildPeer,
 }
 
 impl PymodbusPeer {
@@ -78,43 +63,18 @@ impl PymodbusPeer {
 
     fn spawn(link: &[&str]) -> anyhow::Result<Self> {
         let python = venv_python()?;
-        let mut child = Command::new(&python)
+        let mut command = Command::new(&python);
+        command
             .arg(SCRIPT)
             .args(link)
-            .args(["--size", &TABLE_SIZE.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {} {SCRIPT}", python.display()))?;
-        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
-        let (sender, answers) = mpsc::channel();
-        if let Some(stdout) = stdout {
-            thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if sender.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let Some(stdin) = stdin else {
-            // Unreachable with `Stdio::piped()`; kill rather than leak the child.
-            let _ = child.kill();
-            bail!("no stdin for the pymodbus peer");
-        };
-        let mut io = PeerIo {
-            child,
-            stdin,
-            answers,
-        };
-        let ready = io.next_line(STARTUP_TIMEOUT)?;
+            .args(["--size", &TABLE_SIZE.to_string()]);
+        let (peer, ready) = ChildPeer::spawn("the pymodbus peer", command, STARTUP_TIMEOUT)?;
         let port = ready
-            .strip_prefix("ready ")
-            .and_then(|port| port.parse::<u16>().ok())
+            .parse::<u16>()
             .with_context(|| format!("expected `ready PORT` from {SCRIPT}, got {ready:?}"))?;
         Ok(Self {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            io: Mutex::new(io),
+            peer,
         })
     }
 
@@ -169,17 +129,8 @@ impl PymodbusPeer {
         self.first_unit().get_coil(address)
     }
 
-    /// Sends one command line and returns its answer line; an `error ...` answer is an error.
     fn command(&self, line: &str) -> anyhow::Result<String> {
-        let mut io = self.io.lock().unwrap_or_else(PoisonError::into_inner);
-        writeln!(io.stdin, "{line}")
-            .and_then(|()| io.stdin.flush())
-            .with_context(|| format!("sending `{line}` to the pymodbus peer"))?;
-        let answer = io.next_line(COMMAND_TIMEOUT)?;
-        match answer.strip_prefix("error ") {
-            Some(reason) => bail!("pymodbus peer refused `{line}`: {reason}"),
-            None => Ok(answer),
-        }
+        self.peer.command(line)
     }
 }
 
@@ -237,33 +188,6 @@ impl PeerUnit<'_> {
             "1" => Ok(true),
             other => bail!("pymodbus peer answered get_coil with {other:?}"),
         }
-    }
-}
-
-impl PeerIo {
-    fn next_line(&mut self, timeout: Duration) -> anyhow::Result<String> {
-        match self.answers.recv_timeout(timeout) {
-            Ok(line) => Ok(line),
-            Err(RecvTimeoutError::Timeout) => {
-                bail!("the pymodbus peer did not answer within {timeout:?}")
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait().map(|status| status.to_string());
-                bail!(
-                    "the pymodbus peer exited ({}); its stderr is above",
-                    status.unwrap_or_else(|e| e.to_string())
-                )
-            }
-        }
-    }
-}
-
-impl Drop for PymodbusPeer {
-    fn drop(&mut self) {
-        let io = self.io.get_mut().unwrap_or_else(PoisonError::into_inner);
-        // Fails only if the child already exited; wait() then reaps it either way.
-        let _ = io.child.kill();
-        let _ = io.child.wait();
     }
 }
 
