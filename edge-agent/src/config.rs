@@ -28,6 +28,7 @@ use crate::adapters::modbus::config::ModbusConfig;
 use crate::adapters::zigbee::config::ZigbeeConfig;
 use crate::api::auth::Role;
 use crate::uplink::UplinkConfig;
+use crate::video::config::VideoConfig;
 
 /// The whole configuration of one appliance.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +51,9 @@ pub struct Config {
     /// BACnet/IP devices: see docs/bacnet.md.
     #[serde(default)]
     pub bacnet: BacnetConfig,
+    /// Cameras, clips and live view: see docs/video.md.
+    #[serde(default)]
+    pub video: VideoConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
     /// Present when the appliance reports to a relay.
@@ -365,10 +369,13 @@ impl Config {
             file: path.to_owned(),
             problems,
         })?;
-        if config.journal.path.is_relative()
-            && let Some(folder) = path.parent()
-        {
-            config.journal.path = folder.join(&config.journal.path);
+        if let Some(folder) = path.parent() {
+            if config.journal.path.is_relative() {
+                config.journal.path = folder.join(&config.journal.path);
+            }
+            if config.video.storage.is_relative() {
+                config.video.storage = folder.join(&config.video.storage);
+            }
         }
         config.file = Some(path.to_owned());
         Ok(config)
@@ -410,6 +417,7 @@ impl Config {
             .validate(&zones, &mut devices, &mut points, problems);
         self.bacnet
             .validate(&zones, &mut devices, &mut points, problems);
+        self.video.validate(&zones, &mut devices, problems);
         self.validate_users(problems);
         if let Err(found) = self.engine() {
             for problem in found {
@@ -513,7 +521,7 @@ impl Config {
                         .map(|device| device.id.get_ref().clone()),
                 )
                 .collect(),
-            cameras: Vec::new(),
+            cameras: self.video.camera_ids().cloned().collect(),
         }
     }
 

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod replay;
 pub mod rules;
 pub mod uplink;
+pub mod video;
 
 #[cfg(test)]
 mod test_helpers;

@@ -11,6 +11,7 @@
 //!   device for broken answers.
 //! - [`test_camera`]: an RTSP camera (gstreamer-rtsp-server, `src/bin/gatehouse-test-camera.rs`)
 //!   that can change its picture, stall and come back, and a camera that answers junk.
+//! - [`video_check`]: gst-discoverer and a decoder to check the clips the agent writes.
 //! - [`child_peer`]: a peer device in a child process, driven by lines on its stdin.
 //! - `src/bin/gatehouse-modbus-sim.rs`: simulated devices for the demo and benchmarks.
 
@@ -24,3 +25,4 @@ pub mod pymodbus_peer;
 pub mod relay;
 pub mod serial_line;
 pub mod test_camera;
+pub mod video_check;

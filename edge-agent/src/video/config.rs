@@ -1,0 +1,320 @@
+//! The `[video]` section: where media is kept, how much of it, and the cameras.
+//!
+//! ```toml
+//! [video]
+//! storage = "video"              # clips, snapshots and live segments; relative to the config
+//! disk_budget_megabytes = 20480  # clips are deleted oldest first to stay under it
+//! clip_max_age_days = 30
+//! pre_event = "10s"              # video kept in memory before any trigger
+//! media_url_ttl = "5m"           # how long a signed media URL stays valid
+//!
+//! [[video.cameras]]
+//! id = "cam.lobby"
+//! zone = "lobby"
+//! url = "rtsp://10.0.0.20:554/stream1"
+//! username = "gatehouse"
+//! password_file = "/etc/gatehouse/cam-lobby.password"
+//! ```
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use gatehouse_protocol::{DeviceId, ZoneId};
+use jiff::SignedDuration;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{Problems, check_reconnect, check_zone};
+
+/// The video part of the agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoConfig {
+    /// The folder for clips, snapshots and live segments; relative paths are resolved against
+    /// the config file's folder.
+    #[serde(default = "default_storage")]
+    pub storage: PathBuf,
+    /// Clips and snapshots are deleted, oldest first, to stay under this (MiB).
+    #[serde(default = "default_disk_budget_megabytes")]
+    pub disk_budget_megabytes: u64,
+    /// Clips older than this are deleted (0 keeps them until the budget needs the space).
+    #[serde(default = "default_clip_max_age_days")]
+    pub clip_max_age_days: u32,
+    /// Recording stops, with an alarm event, while the storage's file system has less free
+    /// space than this (MiB): the journal on the same disk must keep working.
+    #[serde(default = "default_min_free_megabytes")]
+    pub min_free_megabytes: u64,
+    /// How much video each camera keeps in memory before a trigger: the longest `before` a
+    /// clip can have.
+    #[serde(default = "default_pre_event")]
+    pub pre_event: Spanned<SignedDuration>,
+    /// How long a signed media URL (live view, snapshot, clip) stays valid.
+    #[serde(default = "default_media_url_ttl")]
+    pub media_url_ttl: Spanned<SignedDuration>,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            storage: default_storage(),
+            disk_budget_megabytes: default_disk_budget_megabytes(),
+            clip_max_age_days: default_clip_max_age_days(),
+            min_free_megabytes: default_min_free_megabytes(),
+            pre_event: default_pre_event(),
+            media_url_ttl: default_media_url_ttl(),
+            cameras: Vec::new(),
+        }
+    }
+}
+
+/// One camera on the site's network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// The camera's device id: rules name it in `clip = { camera = ... }`.
+    pub id: Spanned<DeviceId>,
+    #[serde(default)]
+    pub zone: Option<Spanned<ZoneId>>,
+    /// The RTSP URL of the stream (`rtsp://host:554/path`), without credentials.
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the camera's password (never logged).
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// RTP over the RTSP connection (`tcp`, the default: no UDP ports to open, no loss on a
+    /// busy LAN) or over UDP.
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// No frame for this long counts as a stalled camera: it is reconnected.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: Spanned<SignedDuration>,
+    #[serde(default = "default_reconnect_initial_ms")]
+    pub reconnect_initial_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+/// How RTP travels from the camera.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+fn default_storage() -> PathBuf {
+    PathBuf::from("video")
+}
+fn default_disk_budget_megabytes() -> u64 {
+    20 * 1024
+}
+fn default_clip_max_age_days() -> u32 {
+    30
+}
+fn default_min_free_megabytes() -> u64 {
+    512
+}
+fn default_pre_event() -> Spanned<SignedDuration> {
+    Spanned::new(0..0, SignedDuration::from_secs(10))
+}
+fn default_media_url_ttl() -> Spanned<SignedDuration> {
+    Spanned::new(0..0, SignedDuration::from_mins(5))
+}
+fn default_stall_timeout() -> Spanned<SignedDuration> {
+    Spanned::new(0..0, SignedDuration::from_secs(5))
+}
+fn default_reconnect_initial_ms() -> u64 {
+    1_000
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+
+/// Whether `duration` lies in `min..=max`; a problem at its span otherwise.
+fn check_duration(
+    what: &str,
+    duration: &Spanned<SignedDuration>,
+    (min, max): (SignedDuration, SignedDuration),
+    problems: &mut Problems,
+) {
+    if !(min..=max).contains(duration.get_ref()) {
+        problems.at(
+            duration.span(),
+            format!("{what} must be between {min:#} and {max:#}"),
+        );
+    }
+}
+
+impl VideoConfig {
+    /// Checks the section; camera ids join the site's device ids.
+    pub(crate) fn validate(
+        &self,
+        zones: &HashSet<ZoneId>,
+        devices: &mut HashSet<DeviceId>,
+        problems: &mut Problems,
+    ) {
+        check_duration(
+            "video.pre_event",
+            &self.pre_event,
+            (SignedDuration::ZERO, SignedDuration::from_mins(5)),
+            problems,
+        );
+        check_duration(
+            "video.media_url_ttl",
+            &self.media_url_ttl,
+            (
+                SignedDuration::from_secs(10),
+                SignedDuration::from_hours(24),
+            ),
+            problems,
+        );
+        if !(64..=16 * 1024 * 1024).contains(&self.disk_budget_megabytes) {
+            problems.global("video.disk_budget_megabytes must be between 64 and 16777216");
+        }
+        if self.clip_max_age_days > 36_500 {
+            problems.global(
+                "video.clip_max_age_days must be at most 36500 (0 keeps clips until the budget needs the space)",
+            );
+        }
+        for camera in &self.cameras {
+            let id = camera.id.get_ref();
+            if !devices.insert(id.clone()) {
+                problems.at(camera.id.span(), format!("device `{id}` is defined twice"));
+            }
+            check_zone(camera.zone.as_ref(), zones, problems);
+            check_url(camera, problems);
+            if camera.password_file.is_some() && camera.username.is_none() {
+                problems.at(
+                    camera.id.span(),
+                    format!("camera `{id}`: a password_file needs a username"),
+                );
+            }
+            check_duration(
+                &format!("camera `{id}`: stall_timeout"),
+                &camera.stall_timeout,
+                (SignedDuration::from_secs(1), SignedDuration::from_mins(5)),
+                problems,
+            );
+            if !check_reconnect(camera.reconnect_initial_ms, camera.reconnect_max_ms) {
+                problems.at(
+                    camera.id.span(),
+                    format!(
+                        "camera `{id}`: need 50 ≤ reconnect_initial_ms ≤ reconnect_max_ms ≤ 3600000"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The camera ids, for the rules' catalog.
+    pub fn camera_ids(&self) -> impl Iterator<Item = &DeviceId> {
+        self.cameras.iter().map(|camera| camera.id.get_ref())
+    }
+}
+
+/// An RTSP URL without credentials in it (they belong in username and password_file, so the
+/// config can be shared and the password never shows).
+fn check_url(camera: &CameraConfig, problems: &mut Problems) {
+    let url = camera.url.get_ref();
+    let id = camera.id.get_ref();
+    let Some(rest) = url
+        .strip_prefix("rtsp://")
+        .or_else(|| url.strip_prefix("rtsps://"))
+    else {
+        problems.at(
+            camera.url.span(),
+            format!("camera `{id}`: url must start with rtsp:// or rtsps://"),
+        );
+        return;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        problems.at(
+            camera.url.span(),
+            format!(
+                "camera `{id}`: put the user in `username` and the password in `password_file`, not in the url"
+            ),
+        );
+    } else if authority.is_empty() {
+        problems.at(camera.url.span(), format!("camera `{id}`: url has no host"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::config::section_tests::{BASE, assert_problems, messages};
+
+    #[test]
+    fn a_full_video_section_parses() -> anyhow::Result<()> {
+        let config = Config::parse(&format!(
+            "{BASE}
+[video]
+storage = \"/var/lib/gatehouse/video\"
+pre_event = \"15s\"
+[[video.cameras]]
+id = \"cam.lobby\"
+zone = \"lobby\"
+url = \"rtsp://10.0.0.20:554/stream1\"
+username = \"viewer\"
+password_file = \"/etc/gatehouse/cam.password\"
+transport = \"udp\"
+"
+        ))
+        .map_err(|problems| anyhow::anyhow!("{problems:?}"))?;
+        let camera = &config.video.cameras[0];
+        assert_eq!(camera.id.get_ref().as_str(), "cam.lobby");
+        assert_eq!(camera.transport, super::RtspTransport::Udp);
+        assert_eq!(config.video.pre_event.get_ref().as_secs(), 15);
+        assert_eq!(
+            config.rule_catalog().cameras,
+            vec![camera.id.get_ref().clone()]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bad_cameras_are_reported_at_their_lines() {
+        // BASE is 9 lines: the section starts at line 10.
+        let found = messages(
+            "[video]
+pre_event = \"10m\"
+[[video.cameras]]
+id = \"cam.a\"
+url = \"http://10.0.0.20/stream\"
+[[video.cameras]]
+id = \"cam.a\"
+url = \"rtsp://admin:secret@10.0.0.21/stream\"
+zone = \"nowhere\"
+stall_timeout = \"0s\"
+[[video.cameras]]
+id = \"cam.c\"
+url = \"rtsp:///stream\"
+password_file = \"/p\"
+",
+        );
+        assert_problems(
+            &found,
+            &[
+                (11, "video.pre_event must be between 0s and 5m"),
+                (
+                    14,
+                    "camera `cam.a`: url must start with rtsp:// or rtsps://",
+                ),
+                (16, "device `cam.a` is defined twice"),
+                (17, "camera `cam.a`: put the user in `username`"),
+                (18, "zone `nowhere` is not defined"),
+                (
+                    19,
+                    "camera `cam.a`: stall_timeout must be between 1s and 5m",
+                ),
+                (21, "camera `cam.c`: a password_file needs a username"),
+                (22, "camera `cam.c`: url has no host"),
+            ],
+        );
+    }
+}
