@@ -24,6 +24,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::rules;
 use crate::uplink::session::{Uplink, UplinkError};
+use crate::video::service::Video;
 
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +147,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     live.set_last_seq(last_seq);
     tracing::info!(path = %path.display(), last_seq, "journal open");
     let engine = config.checked_engine().map_err(AgentError::Rules)?;
-    let devices = adapters_of(&config)?;
+    let mut devices = adapters_of(&config)?;
+    let video = if config.video.cameras.is_empty() {
+        None
+    } else {
+        let (video, clip_outlets) =
+            Video::new(&config.video).map_err(|error| AgentError::Adapter(error.to_string()))?;
+        devices.extend(video.adapters());
+        Some((video, clip_outlets))
+    };
     let (links, outlets) = journal::rules::links();
     let rules = RuleDriver::new(engine, links, live.clone(), metrics.clone());
 
@@ -187,6 +196,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ));
     }
     tasks.spawn(retention(journal.clone(), shutdown.clone()));
+    let video = match video {
+        Some((video, clip_outlets)) => {
+            tasks.spawn(video.clone().run(
+                outlets.clips,
+                clip_outlets,
+                journal.clone(),
+                reader.clone(),
+                shutdown.clone(),
+            ));
+            Some(video)
+        }
+        // Without cameras no rule can ask for a clip (the rules' catalog has none).
+        None => None,
+    };
     if let Some(uplink) = &config.uplink {
         let uplink = Uplink::new(
             uplink,
@@ -216,6 +239,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         command_timeout,
         shutdown: shutdown.clone(),
         stream_slots: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAM_CLIENTS)),
+        video,
     });
     let app = api::router(state);
     tracing::info!(site = %config.site.id, api = %format!("http://{api_address}/api/v1"),

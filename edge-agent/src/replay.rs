@@ -197,6 +197,7 @@ fn describe(outcome: &Outcome) -> (Option<String>, String) {
             camera,
             from,
             to,
+            ..
         } => (
             Some(rule.to_string()),
             format!("rule {rule}: clip of {camera} from {from} to {to}"),

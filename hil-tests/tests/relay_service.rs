@@ -108,6 +108,7 @@ fn incident(seq: u64, state: IncidentState) -> anyhow::Result<pb::Record> {
                 escalations: 0,
                 acknowledged: None,
                 resolved: None,
+                clips: Vec::new(),
             }),
         },
     };

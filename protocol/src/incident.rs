@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{PointId, RuleId, ZoneId};
+use crate::ids::{DeviceId, PointId, RuleId, ZoneId};
 use crate::value::Value;
 
 /// How urgent an incident is.
@@ -100,6 +100,45 @@ pub struct Evidence {
     pub at: Timestamp,
 }
 
+/// A video clip of an incident: the media stays on the appliance, which serves it by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClipRef {
+    pub id: u64,
+    pub camera: DeviceId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub from: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub to: Timestamp,
+    pub state: ClipState,
+    /// Why a clip failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where a clip is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ClipState {
+    /// Gathering video until its end.
+    Recording,
+    /// Written: it can be downloaded.
+    Ready,
+    /// No video could be written (the reason says why).
+    Failed,
+}
+
+impl ClipState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Recording => "recording",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// Something that needs a person's attention.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -118,6 +157,9 @@ pub struct Incident {
     pub escalations: u32,
     pub acknowledged: Option<Transition>,
     pub resolved: Option<Transition>,
+    /// Video clips around its triggers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clips: Vec<ClipRef>,
 }
 
 /// Why a lifecycle step is not allowed.
@@ -191,6 +233,7 @@ mod tests {
             escalations: 0,
             acknowledged: None,
             resolved: None,
+            clips: Vec::new(),
         }
     }
 

@@ -29,7 +29,8 @@ pub use command::{CommandOutcome, CommandRequest};
 pub use event::{DeviceStatus, Event, EventBody, EventKind};
 pub use ids::{ApplianceId, DeviceId, IdError, PointId, RuleId, SiteId, ZoneId};
 pub use incident::{
-    Evidence, Incident, IncidentChange, IncidentState, LifecycleError, Severity, Transition,
+    ClipRef, ClipState, Evidence, Incident, IncidentChange, IncidentState, LifecycleError,
+    Severity, Transition,
 };
 pub use value::{Quality, Value};
 pub use zone::ZoneMode;

@@ -12,7 +12,9 @@ use prost::Message;
 use crate::command::CommandOutcome;
 use crate::event::{DeviceStatus, Event, EventBody};
 use crate::ids::{ApplianceId, IdError};
-use crate::incident::{Evidence, Incident, IncidentChange, IncidentState, Severity, Transition};
+use crate::incident::{
+    ClipRef, ClipState, Evidence, Incident, IncidentChange, IncidentState, Severity, Transition,
+};
 use crate::value::{Quality, Value};
 use crate::zone::ZoneMode;
 
@@ -289,7 +291,46 @@ impl From<&Incident> for pb::Incident {
             acknowledged: incident.acknowledged.as_ref().map(pb::Transition::from),
             resolved: incident.resolved.as_ref().map(pb::Transition::from),
             escalations: incident.escalations,
+            clips: incident.clips.iter().map(pb::ClipRef::from).collect(),
         }
+    }
+}
+
+impl From<&ClipRef> for pb::ClipRef {
+    fn from(clip: &ClipRef) -> Self {
+        use pb::clip_ref::State;
+        pb::ClipRef {
+            id: clip.id,
+            camera: clip.camera.to_string(),
+            from_us: micros(clip.from),
+            to_us: micros(clip.to),
+            state: match clip.state {
+                ClipState::Recording => State::Recording,
+                ClipState::Ready => State::Ready,
+                ClipState::Failed => State::Failed,
+            }
+            .into(),
+            reason: clip.reason.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::ClipRef> for ClipRef {
+    type Error = WireError;
+    fn try_from(clip: pb::ClipRef) -> Result<Self, WireError> {
+        use pb::clip_ref::State;
+        Ok(ClipRef {
+            id: clip.id,
+            camera: id("clip.camera", clip.camera)?,
+            from: timestamp("clip.from_us", clip.from_us)?,
+            to: timestamp("clip.to_us", clip.to_us)?,
+            state: match known("clip.state", clip.state, |v| State::try_from(v).ok())? {
+                State::Recording => ClipState::Recording,
+                State::Ready => ClipState::Ready,
+                State::Failed => ClipState::Failed,
+            },
+            reason: clip.reason,
+        })
     }
 }
 
@@ -340,6 +381,11 @@ impl TryFrom<pb::Incident> for Incident {
                 .map(Transition::try_from)
                 .transpose()?,
             resolved: incident.resolved.map(Transition::try_from).transpose()?,
+            clips: incident
+                .clips
+                .into_iter()
+                .map(ClipRef::try_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }

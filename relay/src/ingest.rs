@@ -1298,6 +1298,7 @@ mod tests {
                     escalations: 0,
                     acknowledged: None,
                     resolved: None,
+                    clips: Vec::new(),
                 }),
             },
         };

@@ -125,13 +125,19 @@ pub fn new_token() -> String {
 /// The only paths served without a token.
 const PUBLIC_PATHS: &[&str] = &["/api/v1/health"];
 
+/// Media URLs carry a signature instead of a token: their router checks it on every route
+/// (`video::verify_signature`), and anything else under it is 404.
+const SIGNED_PREFIX: &str = "/media/v1/";
+
 /// Middleware: resolves the bearer token to a [`Principal`] or answers 401.
 pub async fn authenticate(
     State(state): State<Arc<ApiState>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if PUBLIC_PATHS.contains(&request.uri().path()) {
+    if PUBLIC_PATHS.contains(&request.uri().path())
+        || request.uri().path().starts_with(SIGNED_PREFIX)
+    {
         return Ok(next.run(request).await);
     }
     let header = request

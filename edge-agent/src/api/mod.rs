@@ -13,6 +13,7 @@ mod events;
 mod incidents;
 mod stream;
 mod system;
+mod video;
 mod zones;
 
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// One permit per stream client allowed at once.
     pub stream_slots: Arc<Semaphore>,
+    /// Cameras and clips, when the config has cameras.
+    pub video: Option<Arc<crate::video::service::Video>>,
 }
 
 /// Most stream clients served at once; more get 503.
@@ -57,6 +60,21 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The whole HTTP surface.
 pub fn router(state: Arc<ApiState>) -> Router {
+    // Signed URLs instead of bearer tokens (see video.rs); every route of it is checked.
+    let media = Router::new()
+        .route(
+            "/media/v1/cameras/{camera}/live/{file}",
+            get(video::live_file),
+        )
+        .route(
+            "/media/v1/cameras/{camera}/snapshot.jpg",
+            get(video::camera_snapshot),
+        )
+        .route("/media/v1/clips/{file}", get(video::clip_file))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            video::verify_signature,
+        ));
     Router::new()
         .route("/api/v1/health", get(system::health))
         .route("/api/v1/devices", get(devices::list_devices))
@@ -75,8 +93,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(incidents::acknowledge))
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/stream", get(stream::stream))
+        .route("/api/v1/cameras", get(video::list_cameras))
+        .route("/api/v1/clips", get(video::list_clips))
+        .route("/api/v1/clips/{id}", get(video::get_clip))
         .route("/api/v1/openapi.json", get(system::openapi))
         .route("/metrics", get(system::metrics))
+        .merge(media)
         .fallback(system::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost first: count every response, then authenticate every request.

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{Permission, Principal};
 use super::error::{ApiError, Json};
-use super::{ApiState, devices, events, incidents, stream, zones};
+use super::{ApiState, devices, events, incidents, stream, video, zones};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -96,6 +96,7 @@ impl Modify for BearerAuth {
         zones::list_zones, zones::set_mode, zones::bypass, zones::rules_status,
         incidents::list_incidents, incidents::get_incident, incidents::acknowledge, incidents::resolve,
         stream::stream,
+        video::list_cameras, video::list_clips, video::get_clip,
     ),
     modifiers(&BearerAuth),
 )]

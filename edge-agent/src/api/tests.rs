@@ -66,6 +66,7 @@ async fn fixture() -> Fixture {
         command_timeout: Duration::from_secs(5),
         shutdown: shutdown.clone(),
         stream_slots: Arc::new(tokio::sync::Semaphore::new(super::MAX_STREAM_CLIENTS)),
+        video: None,
     });
     journal.wait_for_seq(1).await;
     Fixture {

@@ -21,9 +21,11 @@
 //! # On-disk layout
 //! `events(seq, recorded_at µs, kind, device, point, body JSON)` with indexes on time, device
 //! and point; `incidents(id, state, opened_at µs, body JSON)` holding each incident's current
-//! state; `rule_state` holding the rules engine's saved state (one row). The schema version is `PRAGMA user_version`; migrations run at open.
+//! state; `rule_state` holding the rules engine's saved state (one row); `clips` holding every clip
+//! the rules asked for ([`clips`]). The schema version is `PRAGMA user_version`; migrations run at open.
 
 mod checkpoint;
+pub mod clips;
 pub mod query;
 pub mod rules;
 mod writer;
@@ -108,6 +110,28 @@ CREATE TABLE rule_state (
     saved_at INTEGER NOT NULL,
     body TEXT NOT NULL
 );
+"#,
+    // 5: video clips the rules asked for (see journal/clips.rs).
+    r#"
+CREATE TABLE clips (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    camera TEXT NOT NULL,
+    rule TEXT,
+    incident INTEGER,
+    trigger_at INTEGER NOT NULL,
+    from_at INTEGER NOT NULL,
+    to_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    file TEXT,
+    snapshot TEXT,
+    bytes INTEGER,
+    duration_ms INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX clips_by_trigger ON clips(rule, trigger_at) WHERE incident IS NULL;
+CREATE INDEX clips_by_incident ON clips(incident) WHERE incident IS NOT NULL;
+CREATE INDEX clips_by_camera ON clips(camera, id);
 "#,
 ];
 

@@ -26,6 +26,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, watch};
 
+use super::clips::{self, ClipRequest};
 use super::writer::{insert_event, load_incident, store_incident};
 use super::{JournalError, query};
 use crate::live::{Live, RulesView, ZoneView};
@@ -39,6 +40,8 @@ pub const MAX_EVIDENCE: usize = 100;
 pub struct RuleLinks {
     /// Device commands from rules, after commit.
     pub commands: mpsc::UnboundedSender<Command>,
+    /// Clips for the video service, after commit.
+    pub clips: mpsc::UnboundedSender<ClipRequest>,
     /// The next instant the engine must be woken at.
     pub deadline: watch::Sender<Option<Timestamp>>,
 }
@@ -46,17 +49,24 @@ pub struct RuleLinks {
 /// The other ends of [`RuleLinks`], for the agent's dispatcher and wake-up tasks.
 pub struct RuleOutlets {
     pub commands: mpsc::UnboundedReceiver<Command>,
+    pub clips: mpsc::UnboundedReceiver<ClipRequest>,
     pub deadline: watch::Receiver<Option<Timestamp>>,
 }
 
 /// A connected pair of links and outlets.
 pub fn links() -> (RuleLinks, RuleOutlets) {
     let (commands, commands_out) = mpsc::unbounded_channel();
+    let (clips, clips_out) = mpsc::unbounded_channel();
     let (deadline, deadline_out) = watch::channel(None);
     (
-        RuleLinks { commands, deadline },
+        RuleLinks {
+            commands,
+            clips,
+            deadline,
+        },
         RuleOutlets {
             commands: commands_out,
+            clips: clips_out,
             deadline: deadline_out,
         },
     )
@@ -71,6 +81,8 @@ pub struct RuleDriver {
     pending: Option<Snapshot>,
     /// Commands of the batch being committed.
     commands: Vec<Command>,
+    /// Clips of the batch being committed.
+    clips: Vec<ClipRequest>,
     /// Whether the engine's start is committed (a rolled-back start is started again).
     started: bool,
     /// Whether the batch being committed starts it.
@@ -87,6 +99,7 @@ impl RuleDriver {
             committed: None,
             pending: None,
             commands: Vec::new(),
+            clips: Vec::new(),
             started: false,
             starting: false,
             links,
@@ -146,7 +159,8 @@ impl RuleDriver {
         outputs: Vec<Output>,
         events: &mut Vec<Event>,
     ) -> Result<(), JournalError> {
-        let mut pending: VecDeque<Output> = outputs.into();
+        let mut pending = VecDeque::new();
+        self.queue(tx, at, outputs, &mut pending)?;
         while let Some(output) = pending.pop_front() {
             let body = match output {
                 Output::Raise(raise) => Some(self.raise(tx, at, &raise)?),
@@ -180,18 +194,8 @@ impl RuleDriver {
                         requested_by: format!("rule:{}", command.rule),
                     })
                 }
-                Output::Clip {
-                    rule,
-                    camera,
-                    from,
-                    to,
-                } => {
-                    // The video pipeline takes these once it exists; until then the request
-                    // is logged and counted, never silently dropped.
-                    tracing::info!(%rule, %camera, %from, %to, "rule asks for a clip");
-                    self.metrics.rules_clips_requested.inc();
-                    None
-                }
+                // Recorded by `queue` before the other outputs.
+                Output::Clip { .. } => None,
                 Output::Mode(change) => Some(mode_event(change)),
                 Output::EntryDelay { rule, zone, until } => {
                     tracing::info!(%rule, %zone, %until, "entry delay started");
@@ -220,9 +224,38 @@ impl RuleDriver {
             };
             if let Some(body) = body {
                 let event = insert_event(tx, at, body)?;
-                pending.extend(self.engine.on_event(&event));
+                let outputs = self.engine.on_event(&event);
+                self.queue(tx, at, outputs, &mut pending)?;
                 events.push(event);
             }
+        }
+        Ok(())
+    }
+
+    /// Queues outputs to carry out; clip requests are recorded at once, so that a raise of
+    /// the same trigger finds them whatever the order of the rule's actions.
+    fn queue(
+        &mut self,
+        tx: &Transaction,
+        now: Timestamp,
+        outputs: Vec<Output>,
+        pending: &mut VecDeque<Output>,
+    ) -> Result<(), JournalError> {
+        for output in outputs {
+            if let Output::Clip {
+                rule,
+                camera,
+                at,
+                from,
+                to,
+            } = &output
+            {
+                let request = clips::insert(tx, rule.as_str(), camera, (*at, *from, *to), now)?;
+                tracing::info!(%rule, %camera, clip = request.id, %from, %to, "rule asks for a clip");
+                self.metrics.rules_clips_requested.inc();
+                self.clips.push(request);
+            }
+            pending.push_back(output);
         }
         Ok(())
     }
@@ -245,6 +278,7 @@ impl RuleDriver {
                     incident.evidence.remove(1);
                 }
                 incident.evidence.push(raise.evidence());
+                clips::attach(tx, &mut incident, raise.evidence.at)?;
                 store_incident(tx, &incident)?;
                 (incident, IncidentChange::EvidenceAdded)
             }
@@ -253,7 +287,8 @@ impl RuleDriver {
                     "INSERT INTO incidents (state, opened_at, body) VALUES ('open', ?1, '{}')",
                 )?
                 .execute([super::to_micros(at)])?;
-                let incident = raise.incident(tx.last_insert_rowid() as u64, at);
+                let mut incident = raise.incident(tx.last_insert_rowid() as u64, at);
+                clips::attach(tx, &mut incident, raise.evidence.at)?;
                 store_incident(tx, &incident)?;
                 tracing::warn!(incident = incident.id, rule = %incident.rule,
                     severity = incident.severity.as_str(), title = %incident.title,
@@ -313,6 +348,10 @@ impl RuleDriver {
             // The dispatcher is gone only when the agent stops.
             let _ = self.links.commands.send(command);
         }
+        for clip in self.clips.drain(..) {
+            // Without cameras nobody takes them: the rows say they wait (see video::service).
+            let _ = self.links.clips.send(clip);
+        }
         let next = self.engine.next_deadline();
         self.links.deadline.send_if_modified(|deadline| {
             let changed = *deadline != next;
@@ -326,6 +365,7 @@ impl RuleDriver {
     pub fn rolled_back(&mut self, connection: &Connection) -> Result<(), JournalError> {
         self.pending = None;
         self.commands.clear();
+        self.clips.clear();
         self.starting = false;
         if !self.started {
             // The start itself was rolled back: the batch starts a fresh engine again.

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{self, Checkpointer};
+use super::clips::{self, ClipOutcome};
 use super::rules::RuleDriver;
 use super::{JournalError, from_micros, to_micros};
 use crate::live::Live;
@@ -93,6 +94,17 @@ enum Request {
     },
     /// The config changed: the newly compiled site takes over the state.
     Reload(Box<Engine>),
+    /// The video service wrote a clip or gave up on it.
+    FinishClip {
+        id: u64,
+        outcome: ClipOutcome,
+        reply: oneshot::Sender<()>,
+    },
+    /// Retention deleted these clips' files.
+    ForgetClips {
+        ids: Vec<u64>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// The way into the journal; cheap to clone.
@@ -226,6 +238,21 @@ impl JournalHandle {
     pub async fn reload_rules(&self, engine: Engine) -> Result<(), JournalError> {
         self.send(Request::Reload(Box::new(engine))).await
     }
+
+    /// Records how a clip ended (and updates its incident); returns once committed.
+    pub async fn finish_clip(&self, id: u64, outcome: ClipOutcome) -> Result<(), JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::FinishClip { id, outcome, reply })
+            .await?;
+        answer.await.map_err(|_| JournalError::Closed)
+    }
+
+    /// Forgets clips whose files are deleted; returns once committed.
+    pub async fn forget_clips(&self, ids: Vec<u64>) -> Result<(), JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::ForgetClips { ids, reply }).await?;
+        answer.await.map_err(|_| JournalError::Closed)
+    }
 }
 
 /// Owns the write connection; runs on its own thread until every handle is dropped.
@@ -242,7 +269,7 @@ pub struct Writer {
 /// What became of one request of a batch.
 enum Outcome {
     Appended(u64),
-    Incident(Result<Incident, IncidentError>),
+    Incident(Box<Result<Incident, IncidentError>>),
     /// Retention runs after the batch is published.
     Maintain,
     /// Rows removed from the outbox by an acknowledgement.
@@ -414,7 +441,7 @@ impl Writer {
                     let _ = reply.send(seq);
                 }
                 (Request::Incident { reply, .. }, Outcome::Incident(result)) => {
-                    let _ = reply.send(result);
+                    let _ = reply.send(*result);
                 }
                 (Request::Incident { reply, .. }, Outcome::Rejected(error)) => {
                     let _ = reply.send(Err(error.into()));
@@ -430,6 +457,12 @@ impl Writer {
                     Outcome::Rules(answer),
                 ) => {
                     let _ = reply.send(answer);
+                }
+                (
+                    Request::FinishClip { reply, .. } | Request::ForgetClips { reply, .. },
+                    Outcome::Done,
+                ) => {
+                    let _ = reply.send(());
                 }
                 // An append nobody waits for, or one rejected (its waiter sees Closed).
                 _ => {}
@@ -529,9 +562,9 @@ impl Writer {
                 } => match change_incident(&transaction, recorded_at, *id, *action, transition)? {
                     Ok((incident, event)) => {
                         self.rules.feed(&transaction, event, events)?;
-                        Outcome::Incident(Ok(incident))
+                        Outcome::Incident(Box::new(Ok(incident)))
                     }
-                    Err(refused) => Outcome::Incident(Err(refused)),
+                    Err(refused) => Outcome::Incident(Box::new(Err(refused))),
                 },
                 Request::Maintain { .. } => Outcome::Maintain,
                 Request::OutboxAck { up_to, .. } => {
@@ -581,6 +614,17 @@ impl Writer {
                 Request::Reload(engine) => {
                     self.rules
                         .reload(&transaction, engine, recorded_at, events)?;
+                    Outcome::Done
+                }
+                Request::FinishClip { id, outcome, .. } => {
+                    if let Some(body) = clips::finish(&transaction, *id, outcome)? {
+                        let event = insert_event(&transaction, recorded_at, body)?;
+                        self.rules.feed(&transaction, event, events)?;
+                    }
+                    Outcome::Done
+                }
+                Request::ForgetClips { ids, .. } => {
+                    clips::forget(&transaction, ids)?;
                     Outcome::Done
                 }
             };

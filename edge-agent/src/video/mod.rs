@@ -7,3 +7,5 @@ pub mod buffer;
 pub mod config;
 pub mod feed;
 pub mod media;
+pub mod service;
+pub mod signing;

@@ -73,6 +73,7 @@ fn arb_incident() -> impl Strategy<Value = Incident> {
         proptest::option::of(arb_transition()),
         proptest::option::of(arb_transition()),
         any::<u32>(),
+        proptest::collection::vec(arb_clip(), 0..3),
     )
         .prop_map(
             |(
@@ -87,6 +88,7 @@ fn arb_incident() -> impl Strategy<Value = Incident> {
                 acknowledged,
                 resolved,
                 escalations,
+                clips,
             )| Incident {
                 id,
                 rule,
@@ -99,8 +101,32 @@ fn arb_incident() -> impl Strategy<Value = Incident> {
                 escalations,
                 acknowledged,
                 resolved,
+                clips,
             },
         )
+}
+
+fn arb_clip() -> impl Strategy<Value = ClipRef> {
+    (
+        any::<u64>(),
+        arb_id::<DeviceId>(),
+        arb_time(),
+        arb_time(),
+        prop_oneof![
+            Just(ClipState::Recording),
+            Just(ClipState::Ready),
+            Just(ClipState::Failed)
+        ],
+        proptest::option::of("[a-z ]{0,20}"),
+    )
+        .prop_map(|(id, camera, from, to, state, reason)| ClipRef {
+            id,
+            camera,
+            from,
+            to,
+            state,
+            reason,
+        })
 }
 
 fn arb_body() -> impl Strategy<Value = EventBody> {

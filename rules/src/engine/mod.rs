@@ -87,6 +87,8 @@ pub enum Output {
     Clip {
         rule: RuleId,
         camera: DeviceId,
+        /// The trigger: when the rule's condition was met.
+        at: Timestamp,
         from: Timestamp,
         to: Timestamp,
     },
@@ -147,6 +149,7 @@ impl Raise {
             escalations: 0,
             acknowledged: None,
             resolved: None,
+            clips: Vec::new(),
         }
     }
 }

@@ -475,6 +475,7 @@ impl Engine {
             } => out.push(Output::Clip {
                 rule: rule.id.clone(),
                 camera: camera.clone(),
+                at: hit.at,
                 from: hit.at.saturating_sub(*before).unwrap_or(Timestamp::MIN),
                 to: hit.at.saturating_add(*after).unwrap_or(Timestamp::MAX),
             }),

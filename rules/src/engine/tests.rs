@@ -1104,6 +1104,7 @@ fn a_replay_skips_recorded_incident_events_and_makes_its_own() {
         escalations: 0,
         acknowledged: None,
         resolved: None,
+        clips: Vec::new(),
     };
     run.event(
         0.0,
