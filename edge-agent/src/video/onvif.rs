@@ -366,14 +366,24 @@ impl OnvifClient {
         timeout: Duration,
     ) -> Result<Self, OnvifError> {
         let device_address = device_service_url(address)?;
+        let setup_failed = |detail: String| OnvifError::Unreachable {
+            call: "connect",
+            address: device_address.clone(),
+            detail,
+        };
+        // Plain HTTP only, but reqwest's rustls backend needs a provider even so: the one TLS
+        // policy of the agent, with no trust anchors (and `https://` refused above).
+        let tls = gatehouse_transport::tls13_client_config(rustls::RootCertStore::empty(), None)
+            .map_err(|error| setup_failed(error.to_string()))?;
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            // Cameras are on the site's network: a proxy from the environment would not reach
+            // them, and would see the traffic.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout)
             .build()
-            .map_err(|error| OnvifError::Unreachable {
-                call: "connect",
-                address: device_address.clone(),
-                detail: error_chain(&error),
-            })?;
+            .map_err(|error| setup_failed(error_chain(&error)))?;
         let mut transport = Transport {
             http,
             credentials,
@@ -624,24 +634,26 @@ impl PullPoint {
 
 #[cfg(test)]
 mod tests {
+    use anyhow::Context as _;
+
     use super::*;
 
     #[test]
-    fn device_addresses() {
+    fn device_addresses() -> anyhow::Result<()> {
         assert_eq!(
-            device_service_url("192.168.1.20").unwrap(),
+            device_service_url("192.168.1.20")?,
             "http://192.168.1.20/onvif/device_service"
         );
         assert_eq!(
-            device_service_url(" cam-3.lan:8080 ").unwrap(),
+            device_service_url(" cam-3.lan:8080 ")?,
             "http://cam-3.lan:8080/onvif/device_service"
         );
         assert_eq!(
-            device_service_url("http://10.0.0.9:8000").unwrap(),
+            device_service_url("http://10.0.0.9:8000")?,
             "http://10.0.0.9:8000/onvif/device_service"
         );
         assert_eq!(
-            device_service_url("http://10.0.0.9/onvif/device_service").unwrap(),
+            device_service_url("http://10.0.0.9/onvif/device_service")?,
             "http://10.0.0.9/onvif/device_service"
         );
         for bad in [
@@ -652,29 +664,31 @@ mod tests {
             "a b",
             "user@host",
         ] {
-            let error = device_service_url(bad).unwrap_err();
+            let error = device_service_url(bad).err().context("expected an error")?;
             assert!(
                 matches!(error, OnvifError::BadAddress { .. }),
                 "{bad:?}: {error}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn renewal_timing() {
+    fn renewal_timing() -> anyhow::Result<()> {
         let pull = Duration::from_secs(10);
         assert!(!renew_due(Duration::from_secs(60), pull));
         assert!(!renew_due(Duration::from_secs(13), pull));
         assert!(renew_due(Duration::from_secs(12), pull));
         assert!(renew_due(Duration::ZERO, pull));
-        let current: Timestamp = "2026-11-26T13:00:00Z".parse().unwrap();
-        let termination: Timestamp = "2026-11-26T13:01:00Z".parse().unwrap();
+        let current: Timestamp = "2026-11-26T13:00:00Z".parse()?;
+        let termination: Timestamp = "2026-11-26T13:01:00Z".parse()?;
         assert_eq!(time_left(current, termination), Duration::from_secs(60));
         assert_eq!(time_left(termination, current), Duration::ZERO);
+        Ok(())
     }
 
     #[test]
-    fn errors_say_what_and_where() {
+    fn errors_say_what_and_where() -> anyhow::Result<()> {
         let fault = SoapFault {
             code: "env:Sender".into(),
             subcodes: vec!["ter:NotAuthorized".into()],
@@ -706,5 +720,6 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{credentials:?}").contains("hunter2"));
+        Ok(())
     }
 }

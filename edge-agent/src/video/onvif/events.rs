@@ -268,18 +268,21 @@ fn classify(
 
 #[cfg(test)]
 mod tests {
+    use anyhow::Context as _;
+
     use super::*;
 
     const FALLBACK: &str = "2026-11-26T13:00:59Z";
 
     /// Parses the one NotificationMessage in `xml` (namespaces declared around it).
-    fn event(xml: &str) -> CameraEvent {
+    fn event(xml: &str) -> anyhow::Result<CameraEvent> {
         let wrapped = format!(
             r#"<wsnt:Notify xmlns:wsnt="http://docs.oasis-open.org/wsn/b-2" xmlns:tt="http://www.onvif.org/ver10/schema" xmlns:tns1="http://www.onvif.org/ver10/topics">{xml}</wsnt:Notify>"#
         );
-        let document = roxmltree::Document::parse(&wrapped).unwrap();
-        let notification = child(document.root_element(), "NotificationMessage").unwrap();
-        parse_notification(notification, FALLBACK.parse().unwrap())
+        let document = roxmltree::Document::parse(&wrapped)?;
+        let notification =
+            child(document.root_element(), "NotificationMessage").context("missing")?;
+        Ok(parse_notification(notification, FALLBACK.parse()?))
     }
 
     fn message(topic: &str, operation: &str, source: &str, data: &str) -> String {
@@ -298,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn cell_motion_with_source_time_and_operation() {
+    fn cell_motion_with_source_time_and_operation() -> anyhow::Result<()> {
         let source =
             item("VideoSourceConfigurationToken", "VSC_1") + &item("Rule", "MyMotionDetectorRule");
         let parsed = event(&message(
@@ -306,12 +309,12 @@ mod tests {
             r#" PropertyOperation="Changed""#,
             &source,
             &item("IsMotion", "true"),
-        ));
+        ))?;
         assert_eq!(
             parsed,
             CameraEvent {
                 kind: CameraEventKind::Motion(true),
-                at: "2026-11-26T13:00:05.25Z".parse().unwrap(),
+                at: "2026-11-26T13:00:05.25Z".parse()?,
                 source: Some(
                     "VideoSourceConfigurationToken=VSC_1,Rule=MyMotionDetectorRule".into()
                 ),
@@ -319,10 +322,11 @@ mod tests {
             }
         );
         assert_eq!(parsed.point_values(), [(POINT_MOTION, Value::Bool(true))]);
+        Ok(())
     }
 
     #[test]
-    fn every_known_topic() {
+    fn every_known_topic() -> anyhow::Result<()> {
         let cases = [
             (
                 "tns1:RuleEngine/CellMotionDetector/Motion",
@@ -373,19 +377,20 @@ mod tests {
                 r#" PropertyOperation="Changed""#,
                 "",
                 &item(name, value),
-            ));
+            ))?;
             assert_eq!(parsed.kind, kind, "{topic}");
             assert_eq!(parsed.source, None);
         }
+        Ok(())
     }
 
     #[test]
-    fn topics_under_other_prefixes_and_cases() {
+    fn topics_under_other_prefixes_and_cases() -> anyhow::Result<()> {
         let xml = r#"<wsnt:NotificationMessage>
   <wsnt:Topic xmlns:ons="http://www.onvif.org/ver10/topics" Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">ons:VideoSource/MotionAlarm</wsnt:Topic>
   <wsnt:Message><tt:Message UtcTime="2026-11-26T13:00:05Z"><tt:Data><tt:SimpleItem Name="State" Value="true"/></tt:Data></tt:Message></wsnt:Message>
 </wsnt:NotificationMessage>"#;
-        let parsed = event(xml);
+        let parsed = event(xml)?;
         assert_eq!(parsed.kind, CameraEventKind::Motion(true));
         assert_eq!(parsed.operation, None);
         let lower = event(&message(
@@ -393,7 +398,7 @@ mod tests {
             "",
             "",
             &item("IsMotion", "TRUE"),
-        ));
+        ))?;
         assert_eq!(lower.kind, CameraEventKind::Motion(true));
         // The same path in a vendor's namespace is not ONVIF's.
         let vendor = r#"<wsnt:NotificationMessage>
@@ -401,22 +406,23 @@ mod tests {
   <wsnt:Message><tt:Message UtcTime="2026-11-26T13:00:05Z"><tt:Data><tt:SimpleItem Name="State" Value="true"/></tt:Data></tt:Message></wsnt:Message>
 </wsnt:NotificationMessage>"#;
         assert_eq!(
-            event(vendor).kind,
+            event(vendor)?.kind,
             CameraEventKind::Other {
                 topic: "tnsvendor:VideoSource/MotionAlarm".into(),
                 data: vec![("State".into(), "true".into())],
             }
         );
+        Ok(())
     }
 
     #[test]
-    fn line_crossing_is_a_pulse() {
+    fn line_crossing_is_a_pulse() -> anyhow::Result<()> {
         let parsed = event(&message(
             "tns1:RuleEngine/LineDetector/Crossed",
             "",
             &item("Rule", "Door line"),
             &item("ObjectId", "7"),
-        ));
+        ))?;
         assert_eq!(parsed.kind, CameraEventKind::LineCrossed);
         assert_eq!(parsed.source.as_deref(), Some("Rule=Door line"));
         assert_eq!(
@@ -426,16 +432,17 @@ mod tests {
                 (POINT_LINE_CROSSED, Value::Bool(false))
             ]
         );
+        Ok(())
     }
 
     #[test]
-    fn initialized_gives_points_deleted_does_not() {
+    fn initialized_gives_points_deleted_does_not() -> anyhow::Result<()> {
         let initialized = event(&message(
             "tns1:RuleEngine/TamperDetector/Tamper",
             r#" PropertyOperation="Initialized""#,
             "",
             &item("IsTamper", "false"),
-        ));
+        ))?;
         assert_eq!(initialized.operation, Some(PropertyOperation::Initialized));
         assert_eq!(
             initialized.point_values(),
@@ -446,7 +453,7 @@ mod tests {
             r#" PropertyOperation="Deleted""#,
             "",
             "",
-        ));
+        ))?;
         assert_eq!(deleted.operation, Some(PropertyOperation::Deleted));
         assert!(matches!(deleted.kind, CameraEventKind::Other { .. }));
         assert!(deleted.point_values().is_empty());
@@ -455,18 +462,19 @@ mod tests {
             r#" PropertyOperation="Deleted""#,
             "",
             &item("IsTamper", "true"),
-        ));
+        ))?;
         assert!(deleted_with_state.point_values().is_empty());
+        Ok(())
     }
 
     #[test]
-    fn broken_messages_become_invalid_or_other_events() {
+    fn broken_messages_become_invalid_or_other_events() -> anyhow::Result<()> {
         let no_data = event(&message(
             "tns1:RuleEngine/CellMotionDetector/Motion",
             "",
             "",
             "",
-        ));
+        ))?;
         assert_eq!(
             no_data.kind,
             CameraEventKind::Invalid {
@@ -483,11 +491,11 @@ mod tests {
                 &item("State", "true"),
             )
             .replace("2026-11-26T13:00:05.250Z", "noon"),
-        );
-        assert_eq!(bad_time.at, FALLBACK.parse::<Timestamp>().unwrap());
+        )?;
+        assert_eq!(bad_time.at, FALLBACK.parse::<Timestamp>()?);
         assert!(matches!(bad_time.kind, CameraEventKind::Invalid { .. }));
         let no_topic =
-            event("<wsnt:NotificationMessage><wsnt:Message/></wsnt:NotificationMessage>");
+            event("<wsnt:NotificationMessage><wsnt:Message/></wsnt:NotificationMessage>")?;
         assert_eq!(
             no_topic.kind,
             CameraEventKind::Other {
@@ -495,16 +503,18 @@ mod tests {
                 data: vec![]
             }
         );
-        assert_eq!(no_topic.at, FALLBACK.parse::<Timestamp>().unwrap());
-        let empty = event("<wsnt:NotificationMessage/>");
+        assert_eq!(no_topic.at, FALLBACK.parse::<Timestamp>()?);
+        let empty = event("<wsnt:NotificationMessage/>")?;
         assert!(matches!(empty.kind, CameraEventKind::Other { .. }));
+        Ok(())
     }
 
     #[test]
-    fn message_without_the_tt_wrapper() {
+    fn message_without_the_tt_wrapper() -> anyhow::Result<()> {
         let xml = r#"<wsnt:NotificationMessage><wsnt:Topic>tns1:VideoSource/MotionAlarm</wsnt:Topic>
   <wsnt:Message UtcTime="2026-11-26T13:00:05Z"><tt:Data><tt:SimpleItem Name="State" Value="false"/></tt:Data></wsnt:Message>
 </wsnt:NotificationMessage>"#;
-        assert_eq!(event(xml).kind, CameraEventKind::Motion(false));
+        assert_eq!(event(xml)?.kind, CameraEventKind::Motion(false));
+        Ok(())
     }
 }

@@ -474,6 +474,8 @@ pub fn parse_unsubscribe(text: &str) -> Result<(), AnswerError> {
 
 #[cfg(test)]
 mod tests {
+    use anyhow::Context as _;
+
     use super::*;
     use crate::video::onvif::events::CameraEventKind;
 
@@ -491,12 +493,12 @@ mod tests {
         )
     }
 
-    fn at(text: &str) -> Timestamp {
-        text.parse().unwrap()
+    fn at(text: &str) -> anyhow::Result<Timestamp> {
+        Ok(text.parse()?)
     }
 
     #[test]
-    fn requests_are_well_formed_soap() {
+    fn requests_are_well_formed_soap() -> anyhow::Result<()> {
         for request in [
             get_system_date_and_time(),
             get_services(),
@@ -510,9 +512,9 @@ mod tests {
             unsubscribe(),
         ] {
             let xml = soap::envelope(None, None, &request.body);
-            let document = soap::parse(&xml).unwrap();
-            let body = soap::body(&document).unwrap();
-            let operation = body.first_element_child().unwrap();
+            let document = soap::parse(&xml)?;
+            let body = soap::body(&document)?;
+            let operation = body.first_element_child().context("no operation")?;
             assert_eq!(
                 operation.tag_name().name(),
                 request.call,
@@ -538,10 +540,11 @@ mod tests {
                 .contains("<tev:Timeout>PT10S</tev:Timeout><tev:MessageLimit>1</tev:MessageLimit>")
         );
         assert_eq!(pull.action, ACTION_PULL_MESSAGES);
+        Ok(())
     }
 
     #[test]
-    fn system_date_and_time() {
+    fn system_date_and_time() -> anyhow::Result<()> {
         let xml = envelope(
             r#"<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime>
   <tt:DateTimeType>NTP</tt:DateTimeType><tt:DaylightSavings>false</tt:DaylightSavings>
@@ -554,7 +557,7 @@ mod tests {
         );
         assert_eq!(
             parse_system_date_and_time(&xml),
-            Ok(at("2026-11-26T13:05:09Z"))
+            Ok(at("2026-11-26T13:05:09Z")?)
         );
         let bad = xml.replace("<tt:Month>11</tt:Month>", "<tt:Month>13</tt:Month>");
         assert!(matches!(
@@ -568,10 +571,11 @@ mod tests {
                 element: "UTCDateTime/Time/Hour"
             })
         );
+        Ok(())
     }
 
     #[test]
-    fn services_and_capabilities() {
+    fn services_and_capabilities() -> anyhow::Result<()> {
         let services = envelope(
             r#"<tds:GetServicesResponse>
   <tds:Service><tds:Namespace>http://www.onvif.org/ver10/device/wsdl</tds:Namespace>
@@ -609,13 +613,14 @@ mod tests {
         let no_events = capabilities
             .replace("<tt:Events>", "<tt:Other>")
             .replace("</tt:Events>", "</tt:Other>");
-        assert_eq!(parse_capabilities(&no_events).unwrap().events, None);
+        assert_eq!(parse_capabilities(&no_events)?.events, None);
         assert_eq!(
             parse_capabilities(&envelope("<tds:GetCapabilitiesResponse/>")),
             Err(AnswerError::Missing {
                 element: "GetCapabilitiesResponse/Capabilities"
             })
         );
+        Ok(())
     }
 
     const PROFILES: &str = r#"<trt:GetProfilesResponse>
@@ -643,8 +648,8 @@ mod tests {
 </trt:GetProfilesResponse>"#;
 
     #[test]
-    fn profiles() {
-        let profiles = parse_profiles(&envelope(PROFILES)).unwrap();
+    fn profiles() -> anyhow::Result<()> {
+        let profiles = parse_profiles(&envelope(PROFILES))?;
         assert_eq!(
             profiles,
             [
@@ -681,10 +686,11 @@ mod tests {
             parse_profiles(&envelope("<trt:GetProfilesResponse/>")),
             Ok(vec![])
         );
+        Ok(())
     }
 
     #[test]
-    fn profiles_with_missing_or_bad_elements() {
+    fn profiles_with_missing_or_bad_elements() -> anyhow::Result<()> {
         let no_token = envelope(&PROFILES.replace(r#" token="Profile_2""#, ""));
         assert_eq!(
             parse_profiles(&no_token),
@@ -720,10 +726,11 @@ mod tests {
             parse_profiles(truncated),
             Err(AnswerError::NotXml(_))
         ));
+        Ok(())
     }
 
     #[test]
-    fn stream_and_snapshot_uris() {
+    fn stream_and_snapshot_uris() -> anyhow::Result<()> {
         let stream = envelope(
             r#"<trt:GetStreamUriResponse><trt:MediaUri>
   <tt:Uri>rtsp://10.0.0.9:554/Streaming/Channels/101?transportmode=unicast&amp;profile=Profile_1</tt:Uri>
@@ -743,9 +750,7 @@ mod tests {
             r#"<trt:GetSnapshotUriResponse><trt:MediaUri><tt:Uri>http://10.0.0.9/snap.jpg</tt:Uri></trt:MediaUri></trt:GetSnapshotUriResponse>"#,
         );
         assert_eq!(
-            parse_media_uri(&snapshot, "GetSnapshotUriResponse")
-                .unwrap()
-                .uri,
+            parse_media_uri(&snapshot, "GetSnapshotUriResponse")?.uri,
             "http://10.0.0.9/snap.jpg"
         );
         let empty = envelope(
@@ -757,20 +762,22 @@ mod tests {
                 element: "MediaUri/Uri"
             })
         );
+        Ok(())
     }
 
     #[test]
-    fn a_fault_instead_of_an_answer() {
+    fn a_fault_instead_of_an_answer() -> anyhow::Result<()> {
         let fault = envelope(
             r#"<SOAP-ENV:Fault><SOAP-ENV:Code><SOAP-ENV:Value>SOAP-ENV:Sender</SOAP-ENV:Value>
   <SOAP-ENV:Subcode><SOAP-ENV:Value>ter:NotAuthorized</SOAP-ENV:Value></SOAP-ENV:Subcode></SOAP-ENV:Code>
   <SOAP-ENV:Reason><SOAP-ENV:Text xml:lang="en">Sender not Authorized</SOAP-ENV:Text></SOAP-ENV:Reason></SOAP-ENV:Fault>"#,
         );
         let Err(AnswerError::Fault(fault)) = parse_profiles(&fault) else {
-            panic!("not a fault")
+            anyhow::bail!("not a fault")
         };
         assert!(fault.is_not_authorized());
         assert_eq!(fault.reason, "Sender not Authorized");
+        Ok(())
     }
 
     const SUBSCRIPTION: &str = r#"<tev:CreatePullPointSubscriptionResponse>
@@ -783,7 +790,7 @@ mod tests {
 </tev:CreatePullPointSubscriptionResponse>"#;
 
     #[test]
-    fn subscription() {
+    fn subscription() -> anyhow::Result<()> {
         assert_eq!(
             parse_subscription(&envelope(SUBSCRIPTION)),
             Ok(Subscription {
@@ -794,8 +801,8 @@ mod tests {
                     name: "SubscriptionId".into(),
                     value: "12".into(),
                 }],
-                current_time: at("2026-11-26T13:00:00Z"),
-                termination_time: at("2026-11-26T13:01:00Z"),
+                current_time: at("2026-11-26T13:00:00Z")?,
+                termination_time: at("2026-11-26T13:01:00Z")?,
             })
         );
         let no_address = envelope(&SUBSCRIPTION.replace("wsa5:Address", "wsa5:Where"));
@@ -814,10 +821,11 @@ mod tests {
                 expected: "an xs:dateTime",
             })
         );
+        Ok(())
     }
 
     #[test]
-    fn pull_messages_in_order_with_unknown_and_broken_ones_kept() {
+    fn pull_messages_in_order_with_unknown_and_broken_ones_kept() -> anyhow::Result<()> {
         let xml = envelope(
             r#"<tev:PullMessagesResponse>
   <tev:CurrentTime>2026-11-26T13:00:10Z</tev:CurrentTime>
@@ -846,9 +854,9 @@ mod tests {
   </wsnt:NotificationMessage>
 </tev:PullMessagesResponse>"#,
         );
-        let pulled = parse_pull_messages(&xml).unwrap();
-        assert_eq!(pulled.current_time, at("2026-11-26T13:00:10Z"));
-        assert_eq!(pulled.termination_time, at("2026-11-26T13:01:10Z"));
+        let pulled = parse_pull_messages(&xml)?;
+        assert_eq!(pulled.current_time, at("2026-11-26T13:00:10Z")?);
+        assert_eq!(pulled.termination_time, at("2026-11-26T13:01:10Z")?);
         let kinds: Vec<_> = pulled.events.iter().map(|event| &event.kind).collect();
         assert_eq!(
             kinds,
@@ -867,7 +875,7 @@ mod tests {
         let empty = envelope(
             "<tev:PullMessagesResponse><tev:CurrentTime>2026-11-26T13:00:10Z</tev:CurrentTime><tev:TerminationTime>2026-11-26T13:01:10Z</tev:TerminationTime></tev:PullMessagesResponse>",
         );
-        assert!(parse_pull_messages(&empty).unwrap().events.is_empty());
+        assert!(parse_pull_messages(&empty)?.events.is_empty());
         let no_time = envelope("<tev:PullMessagesResponse/>");
         assert_eq!(
             parse_pull_messages(&no_time),
@@ -875,24 +883,25 @@ mod tests {
                 element: "PullMessagesResponse/CurrentTime"
             })
         );
+        Ok(())
     }
 
     #[test]
-    fn renew_and_unsubscribe() {
+    fn renew_and_unsubscribe() -> anyhow::Result<()> {
         let renewed = envelope(
             "<wsnt:RenewResponse><wsnt:TerminationTime>2026-11-26T13:02:00Z</wsnt:TerminationTime><wsnt:CurrentTime>2026-11-26T13:01:00Z</wsnt:CurrentTime></wsnt:RenewResponse>",
         );
         assert_eq!(
             parse_renew(&renewed),
             Ok(Renewed {
-                current_time: Some(at("2026-11-26T13:01:00Z")),
-                termination_time: at("2026-11-26T13:02:00Z"),
+                current_time: Some(at("2026-11-26T13:01:00Z")?),
+                termination_time: at("2026-11-26T13:02:00Z")?,
             })
         );
         let without_current = envelope(
             "<wsnt:RenewResponse><wsnt:TerminationTime>2026-11-26T13:02:00Z</wsnt:TerminationTime></wsnt:RenewResponse>",
         );
-        assert_eq!(parse_renew(&without_current).unwrap().current_time, None);
+        assert_eq!(parse_renew(&without_current)?.current_time, None);
         assert_eq!(
             parse_unsubscribe(&envelope("<wsnt:UnsubscribeResponse/>")),
             Ok(())
@@ -903,10 +912,11 @@ mod tests {
                 element: "UnsubscribeResponse"
             })
         );
+        Ok(())
     }
 
     #[test]
-    fn every_parser_survives_junk() {
+    fn every_parser_survives_junk() -> anyhow::Result<()> {
         let junk = [
             "",
             "\u{feff}",
@@ -927,5 +937,6 @@ mod tests {
             assert!(parse_renew(text).is_err());
             assert!(parse_unsubscribe(text).is_err());
         }
+        Ok(())
     }
 }

@@ -370,12 +370,14 @@ pub fn optional_time(
 
 #[cfg(test)]
 mod tests {
+    use anyhow::Context as _;
+
     use super::*;
 
     const NONCE: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
 
     #[test]
-    fn password_digest_matches_the_formula_and_a_known_vector() {
+    fn password_digest_matches_the_formula_and_a_known_vector() -> anyhow::Result<()> {
         let created = "2026-11-26T13:30:00Z";
         let password = "s3cret&pass";
         // By hand: SHA-1 over the raw nonce, then the created text, then the password.
@@ -387,11 +389,12 @@ mod tests {
         // Computed independently (Python's hashlib) for the same inputs.
         assert_eq!(by_hand, "8HThKeAeAVt/9yiJA+RBTUFlUlM=");
         assert_eq!(BASE64.encode(NONCE), "AQIDBAUGBwgJCgsMDQ4PEA==");
+        Ok(())
     }
 
     #[test]
-    fn envelope_carries_the_token_and_addressing_and_parses_back() {
-        let created: Timestamp = "2026-11-26T13:30:00.750Z".parse().unwrap();
+    fn envelope_carries_the_token_and_addressing_and_parses_back() -> anyhow::Result<()> {
+        let created: Timestamp = "2026-11-26T13:30:00.750Z".parse()?;
         let token = UsernameToken {
             user: "ad<min",
             password: "s3cret&pass",
@@ -413,40 +416,41 @@ mod tests {
             Some(&addressing),
             "<x:Ping xmlns:x=\"urn:x\"/>",
         );
-        let document = parse(&xml).unwrap();
-        let header = child(document.root_element(), "Header").unwrap();
-        let username_token = path(header, &["Security", "UsernameToken"]).unwrap();
+        let document = parse(&xml)?;
+        let header = child(document.root_element(), "Header").context("missing")?;
+        let username_token = path(header, &["Security", "UsernameToken"]).context("missing")?;
+        assert_eq!(required_text(username_token, "Username", "u")?, "ad<min");
         assert_eq!(
-            required_text(username_token, "Username", "u").unwrap(),
-            "ad<min"
-        );
-        assert_eq!(
-            required_text(username_token, "Created", "c").unwrap(),
+            required_text(username_token, "Created", "c")?,
             "2026-11-26T13:30:00Z"
         );
         assert_eq!(
-            required_text(username_token, "Nonce", "n").unwrap(),
+            required_text(username_token, "Nonce", "n")?,
             "AQIDBAUGBwgJCgsMDQ4PEA=="
         );
-        let password = child(username_token, "Password").unwrap();
+        let password = child(username_token, "Password").context("missing")?;
         assert_eq!(password.attribute("Type"), Some(PASSWORD_DIGEST_TYPE));
         assert_eq!(text_of(password), Some("8HThKeAeAVt/9yiJA+RBTUFlUlM="));
         assert_eq!(
-            required_text(header, "To", "t").unwrap(),
+            required_text(header, "To", "t")?,
             "http://127.0.0.1/sub?a=1&b=2"
         );
-        let id = child(header, "SubscriptionId").unwrap();
+        let id = child(header, "SubscriptionId").context("missing")?;
         assert_eq!(id.tag_name().namespace(), Some("http://vendor.example/sub"));
         assert_eq!(text_of(id), Some("7"));
-        let body = body(&document).unwrap();
+        let body = body(&document)?;
         assert_eq!(
-            child(body, "Ping").unwrap().tag_name().namespace(),
+            child(body, "Ping")
+                .context("missing")?
+                .tag_name()
+                .namespace(),
             Some("urn:x")
         );
+        Ok(())
     }
 
     #[test]
-    fn soap_1_2_fault_with_nested_subcodes() {
+    fn soap_1_2_fault_with_nested_subcodes() -> anyhow::Result<()> {
         let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
 <env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:ter="http://www.onvif.org/ver10/error">
   <env:Body>
@@ -462,7 +466,7 @@ mod tests {
     </env:Fault>
   </env:Body>
 </env:Envelope>"#;
-        let fault = fault_in(xml).unwrap();
+        let fault = fault_in(xml).context("missing")?;
         assert_eq!(fault.code, "env:Sender");
         assert_eq!(fault.subcodes, ["ter:InvalidArgVal", "ter:NoProfile"]);
         assert!(!fault.is_not_authorized());
@@ -470,22 +474,24 @@ mod tests {
             fault.to_string(),
             "env:Sender/ter:InvalidArgVal/ter:NoProfile (The requested profile token does not exist)"
         );
+        Ok(())
     }
 
     #[test]
-    fn not_authorized_under_any_prefix_and_soap_1_1_faults() {
+    fn not_authorized_under_any_prefix_and_soap_1_1_faults() -> anyhow::Result<()> {
         let xml = r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://www.w3.org/2003/05/soap-envelope" xmlns:e="http://www.onvif.org/ver10/error"><SOAP-ENV:Body><SOAP-ENV:Fault><SOAP-ENV:Code><SOAP-ENV:Value>SOAP-ENV:Sender</SOAP-ENV:Value><SOAP-ENV:Subcode><SOAP-ENV:Value>e:NotAuthorized</SOAP-ENV:Value></SOAP-ENV:Subcode></SOAP-ENV:Code><SOAP-ENV:Reason><SOAP-ENV:Text xml:lang="en">Sender not Authorized</SOAP-ENV:Text></SOAP-ENV:Reason></SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"#;
-        assert!(fault_in(xml).unwrap().is_not_authorized());
+        assert!(fault_in(xml).context("missing")?.is_not_authorized());
         let soap_1_1 = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><faultcode>s:Client</faultcode><faultstring>bad request</faultstring></s:Fault></s:Body></s:Envelope>"#;
-        let fault = fault_in(soap_1_1).unwrap();
+        let fault = fault_in(soap_1_1).context("missing")?;
         assert_eq!(
             (fault.code.as_str(), fault.reason.as_str()),
             ("s:Client", "bad request")
         );
+        Ok(())
     }
 
     #[test]
-    fn bad_documents_are_errors_not_panics() {
+    fn bad_documents_are_errors_not_panics() -> anyhow::Result<()> {
         for junk in [
             "",
             "garbage",
@@ -499,19 +505,26 @@ mod tests {
                 "{junk:?}: {result:?}"
             );
         }
-        let not_soap = parse("<html><body>hello</body></html>").unwrap();
-        assert_eq!(body(&not_soap).unwrap_err(), AnswerError::NotSoap);
-        let no_body = parse("<s:Envelope xmlns:s=\"urn:s\"><s:Header/></s:Envelope>").unwrap();
-        assert_eq!(body(&no_body).unwrap_err(), AnswerError::NotSoap);
+        let not_soap = parse("<html><body>hello</body></html>")?;
+        assert_eq!(
+            body(&not_soap).err().context("expected an error")?,
+            AnswerError::NotSoap
+        );
+        let no_body = parse("<s:Envelope xmlns:s=\"urn:s\"><s:Header/></s:Envelope>")?;
+        assert_eq!(
+            body(&no_body).err().context("expected an error")?,
+            AnswerError::NotSoap
+        );
         // Entity expansion is refused outright.
         let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><Envelope><Body>&lol2;</Body></Envelope>"#;
         assert!(matches!(parse(bomb), Err(AnswerError::NotXml(_))));
         assert!(fault_in("not xml").is_none());
+        Ok(())
     }
 
     #[test]
-    fn times_and_durations() {
-        let at = "2026-11-26T13:30:00Z".parse::<Timestamp>().unwrap();
+    fn times_and_durations() -> anyhow::Result<()> {
+        let at = "2026-11-26T13:30:00Z".parse::<Timestamp>()?;
         assert_eq!(parse_xs_date_time("2026-11-26T13:30:00Z"), Some(at));
         assert_eq!(parse_xs_date_time(" 2026-11-26T13:30:00 "), Some(at));
         assert_eq!(parse_xs_date_time("2026-11-26T14:30:00+01:00"), Some(at));
@@ -523,5 +536,6 @@ mod tests {
         assert_eq!(local_part("ter:NotAuthorized"), "NotAuthorized");
         assert_eq!(local_part("NotAuthorized"), "NotAuthorized");
         assert_eq!(escape("a&b<c>\"'"), "a&amp;b&lt;c&gt;&quot;&apos;");
+        Ok(())
     }
 }
