@@ -412,18 +412,15 @@ impl OnvifClient {
         }
 
         let services = match Self::services_of(&transport, &device_address).await {
-            Ok(services) => services,
+            Ok(services) if services.media.is_some() => services,
+            // Some devices list only Media2 there; GetCapabilities still names Media1.
+            Ok(_) => Self::capabilities_of(&transport, &device_address).await?,
             Err(error @ OnvifError::NotAuthorized { .. }) => return Err(error),
             Err(error) if !error.device_answered() => return Err(error),
             // Profile S devices before ONVIF 2.1 have no GetServices.
             Err(error) => {
                 tracing::debug!(device = %device_address, %error, "no GetServices; trying GetCapabilities");
-                let request = messages::get_capabilities();
-                let text = transport
-                    .call(&request, &device_address, None, timeout, true)
-                    .await?;
-                messages::parse_capabilities(&text)
-                    .map_err(|error| answer_error(request.call, &device_address, error))?
+                Self::capabilities_of(&transport, &device_address).await?
             }
         };
         Ok(Self {
@@ -431,6 +428,15 @@ impl OnvifClient {
             device_address,
             services,
         })
+    }
+
+    async fn capabilities_of(transport: &Transport, device: &str) -> Result<Services, OnvifError> {
+        let request = messages::get_capabilities();
+        let text = transport
+            .call(&request, device, None, transport.timeout, true)
+            .await?;
+        messages::parse_capabilities(&text)
+            .map_err(|error| answer_error(request.call, device, error))
     }
 
     async fn services_of(transport: &Transport, device: &str) -> Result<Services, OnvifError> {

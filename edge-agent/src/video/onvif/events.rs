@@ -182,10 +182,13 @@ pub fn parse_notification(notification: Node<'_, '_>, fallback_time: Timestamp) 
             .or_else(|| descendant(wrapper, "Message"))
             .unwrap_or(wrapper)
     });
-    let utc_time = message.and_then(|message| attribute(message, "UtcTime"));
-    let at = utc_time
-        .and_then(parse_xs_date_time)
-        .unwrap_or(fallback_time);
+    // Missing: use the answer's time. Present but unreadable: the same, and the event is
+    // Invalid (below), since its place in time is a guess.
+    let utc_time = message
+        .and_then(|message| attribute(message, "UtcTime"))
+        .map(parse_xs_date_time);
+    let unreadable_time = matches!(utc_time, Some(None));
+    let at = utc_time.flatten().unwrap_or(fallback_time);
     let operation = message
         .and_then(|message| attribute(message, "PropertyOperation"))
         .and_then(|operation| match local_part(operation) {
@@ -208,7 +211,7 @@ pub fn parse_notification(notification: Node<'_, '_>, fallback_time: Timestamp) 
         onvif_path.as_deref(),
         data,
         operation,
-        utc_time.is_some() && utc_time.and_then(parse_xs_date_time).is_none(),
+        unreadable_time,
     );
     CameraEvent {
         kind,
@@ -223,7 +226,7 @@ fn classify(
     onvif_path: Option<&str>,
     data: Vec<(String, String)>,
     operation: Option<PropertyOperation>,
-    bad_time: bool,
+    unreadable_time: bool,
 ) -> CameraEventKind {
     let Some(known) = onvif_path.and_then(known_topic) else {
         return CameraEventKind::Other {
@@ -235,7 +238,7 @@ fn classify(
         topic: topic.to_owned(),
         problem,
     };
-    if bad_time {
+    if unreadable_time {
         return invalid("Message/@UtcTime is not an xs:dateTime".to_owned());
     }
     let state = |item: &str| -> Result<Option<bool>, String> {

@@ -939,4 +939,64 @@ mod tests {
         }
         Ok(())
     }
+
+    const PULLED: &str = r#"<tev:PullMessagesResponse><tev:CurrentTime>2026-11-26T13:00:10Z</tev:CurrentTime>
+<tev:TerminationTime>2026-11-26T13:01:10Z</tev:TerminationTime>
+<wsnt:NotificationMessage><wsnt:Topic Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">tns1:RuleEngine/LineDetector/Crossed</wsnt:Topic>
+<wsnt:Message><tt:Message UtcTime="2026-11-26T13:00:05Z" PropertyOperation="Changed"><tt:Source><tt:SimpleItem Name="Rule" Value="Door"/></tt:Source>
+<tt:Data><tt:SimpleItem Name="ObjectId" Value="3"/></tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage>
+</tev:PullMessagesResponse>"#;
+
+    /// Feeds `text` to every parser; none may panic.
+    fn parse_with_all(text: &str) {
+        let _ = parse_system_date_and_time(text);
+        let _ = parse_services(text);
+        let _ = parse_capabilities(text);
+        let _ = parse_profiles(text);
+        let _ = parse_media_uri(text, "GetStreamUriResponse");
+        let _ = parse_subscription(text);
+        let _ = parse_pull_messages(text);
+        let _ = parse_renew(text);
+        let _ = parse_unsubscribe(text);
+        let _ = soap::fault_in(text);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_or_an_answer_not_a_stack_overflow() {
+        let depth = 100_000;
+        let nested = format!(
+            "{}{}",
+            "<tt:Message>".repeat(depth),
+            "</tt:Message>".repeat(depth)
+        );
+        let xml = envelope(&format!(
+            "<tev:PullMessagesResponse><tev:CurrentTime>2026-11-26T13:00:10Z</tev:CurrentTime>\
+             <tev:TerminationTime>2026-11-26T13:01:10Z</tev:TerminationTime>\
+             <wsnt:NotificationMessage><wsnt:Message>{nested}</wsnt:Message></wsnt:NotificationMessage>\
+             </tev:PullMessagesResponse>"
+        ));
+        parse_with_all(&xml);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            parse_with_all(&text);
+        }
+
+        #[test]
+        fn mutated_answers_never_panic(
+            which in 0_usize..3,
+            cut in 0_usize..4000,
+            at in 0_usize..4000,
+            insert in "[<>/=\"&a-zA-Z:0-9 ]{0,12}",
+        ) {
+            let mut text = envelope([PROFILES, SUBSCRIPTION, PULLED][which]);
+            // The samples are ASCII: every index is a char boundary.
+            text.truncate(cut.max(1).min(text.len()));
+            let at = at.min(text.len());
+            text.insert_str(at, &insert);
+            parse_with_all(&text);
+        }
+    }
 }
