@@ -240,6 +240,11 @@ impl OnvifSim {
         self.shared.lock().unsubscribes
     }
 
+    /// Forgets every subscription, as a camera does when it restarts.
+    pub fn forget_subscriptions(&self) {
+        self.shared.lock().subscriptions.clear();
+    }
+
     /// Subscriptions neither ended nor expired.
     pub fn live_subscriptions(&self) -> usize {
         let now = Instant::now();

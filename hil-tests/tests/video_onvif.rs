@@ -355,3 +355,33 @@ async fn garbage_and_silence_are_clear_errors() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_subscription_the_camera_forgot_is_a_clear_error_and_a_new_one_works()
+-> anyhow::Result<()> {
+    let sim = OnvifSim::start(OnvifSimOptions::default()).await?;
+    let client = connect(&sim).await?;
+    let options = PullPointOptions {
+        pull_timeout: Duration::from_secs(1),
+        ..PullPointOptions::default()
+    };
+    let mut pull_point = client.pull_point(options).await?;
+    sim.forget_subscriptions();
+    let error = pull_point.pull().await.err().context("expected an error")?;
+    assert!(matches!(error, OnvifError::Fault { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "the ONVIF device at {} refused PullMessages with the SOAP fault env:Sender/ter:InvalidArgVal",
+            pull_point.address()
+        )),
+        "{message}"
+    );
+
+    let mut again = client.pull_point(options).await?;
+    assert_ne!(again.address(), pull_point.address());
+    sim.push_line_crossing(1);
+    let events = pull_events(&mut again, 1, Duration::from_secs(3)).await?;
+    assert_eq!(events[0].kind, CameraEventKind::LineCrossed);
+    Ok(())
+}

@@ -1,3 +1,3 @@
-//! Video: cameras' streams and their own events; [`onvif`] finds a camera's streams and reads its events.
+//! Video: cameras' streams and events; [`onvif`] finds a camera's streams and reads its events.
 
 pub mod onvif;

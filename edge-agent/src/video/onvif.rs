@@ -177,13 +177,13 @@ pub fn device_service_url(address: &str) -> Result<String, OnvifError> {
     }
     if let Some((scheme, rest)) = address.split_once("://") {
         return match scheme.to_ascii_lowercase().as_str() {
-            "http" if !rest.is_empty() && !rest.starts_with('/') => {
-                if rest.contains('/') {
-                    Ok(address.to_owned())
-                } else {
-                    Ok(format!("{address}/onvif/device_service"))
-                }
-            }
+            "http" if !rest.is_empty() && !rest.starts_with('/') => match rest.split_once('/') {
+                Some((_, path)) if !path.is_empty() => Ok(address.to_owned()),
+                _ => Ok(format!(
+                    "{}/onvif/device_service",
+                    address.trim_end_matches('/')
+                )),
+            },
             "http" => Err(bad("it has no host")),
             "https" => Err(bad("only plain http:// is supported")),
             _ => Err(bad("it is neither http://... nor host[:port]")),
@@ -657,6 +657,14 @@ mod tests {
         assert_eq!(
             device_service_url("http://10.0.0.9:8000")?,
             "http://10.0.0.9:8000/onvif/device_service"
+        );
+        assert_eq!(
+            device_service_url("http://10.0.0.9/")?,
+            "http://10.0.0.9/onvif/device_service"
+        );
+        assert_eq!(
+            device_service_url("[fd00::9]:8080")?,
+            "http://[fd00::9]:8080/onvif/device_service"
         );
         assert_eq!(
             device_service_url("http://10.0.0.9/onvif/device_service")?,
