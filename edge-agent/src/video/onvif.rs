@@ -293,6 +293,10 @@ impl Transport {
             address: address.to_owned(),
             source: AnswerError::NotXml("it is not UTF-8".to_owned()),
         })?;
+        if status.is_success() {
+            // The call's parser reports a fault sent with 200 itself.
+            return Ok(text);
+        }
         if let Some(fault) = soap::fault_in(&text) {
             return Err(answer_error(call, address, AnswerError::Fault(fault)));
         }
@@ -303,14 +307,11 @@ impl Transport {
                 reason: "HTTP 401 (the device may want HTTP digest authentication, which is not supported)".to_owned(),
             });
         }
-        if !status.is_success() {
-            return Err(OnvifError::HttpStatus {
-                call,
-                address: address.to_owned(),
-                status: status.as_u16(),
-            });
-        }
-        Ok(text)
+        Err(OnvifError::HttpStatus {
+            call,
+            address: address.to_owned(),
+            status: status.as_u16(),
+        })
     }
 }
 
