@@ -417,7 +417,8 @@ impl Config {
             .validate(&zones, &mut devices, &mut points, problems);
         self.bacnet
             .validate(&zones, &mut devices, &mut points, problems);
-        self.video.validate(&zones, &mut devices, problems);
+        self.video
+            .validate(&zones, &mut devices, &mut points, problems);
         self.validate_users(problems);
         if let Err(found) = self.engine() {
             for problem in found {
@@ -502,6 +503,7 @@ impl Config {
                 .into_iter()
                 .chain(self.zigbee.rule_points())
                 .chain(self.bacnet.rule_points())
+                .chain(self.video.rule_points())
                 .collect(),
             devices: self
                 .modbus

@@ -17,6 +17,7 @@
 //! - [`live`]: latest point values and device status, and the bus to the stream.
 //! - [`api`]: REST, WebSocket stream, OpenAPI, metrics, authentication.
 //! - [`uplink`]: the outbox of what must reach the relay.
+//! - [`video`]: cameras; [`video::onvif`] finds their streams and reads their events.
 //! - [`agent`]: wires it all from a config.
 
 #![forbid(unsafe_code)]

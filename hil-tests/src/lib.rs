@@ -5,6 +5,8 @@
 //! - [`broker`]: a real Mosquitto broker running the configuration in `relay/deploy/`, with
 //!   the fleet CA, client certificates and MQTT v5 sessions for tests.
 //! - [`modbus_sim`]: an in-process Modbus TCP device with runtime fault injection.
+//! - [`onvif_sim`]: a simulated ONVIF camera (device, media and PullPoint events services)
+//!   that checks WS-Security digests, with events queued by the test and injected faults.
 //! - [`pymodbus_peer`]: a third-party Modbus TCP or RTU device (pymodbus, in `peers/`) driven
 //!   from Rust.
 //! - [`serial_line`]: a socat pseudo-terminal pair as an RS-485 line, and a scripted RTU
@@ -21,6 +23,7 @@ pub mod broker;
 pub mod child_peer;
 pub mod harness;
 pub mod modbus_sim;
+pub mod onvif_sim;
 pub mod pymodbus_peer;
 pub mod relay;
 pub mod serial_line;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use gatehouse_hil_tests::harness::{self, ADMIN_TOKEN, AgentProcess, GUARD_TOKEN};
+use gatehouse_hil_tests::onvif_sim::{OnvifSim, OnvifSimOptions};
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use gatehouse_hil_tests::video_check::{discover, frame_brightness};
 use serde_json::Value as Json;
@@ -370,5 +371,57 @@ async fn a_full_video_disk_stops_recording_and_says_so() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_camera(&agent, "online").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_onvif_cameras_motion_raises_an_incident_with_its_clip() -> anyhow::Result<()> {
+    let folder = tempfile::tempdir()?;
+    let camera = TestCamera::start(camera_options())?;
+    let sim = OnvifSim::start(OnvifSimOptions {
+        user: "viewer".into(),
+        password: "s3cret".into(),
+        stream_uri: camera.url().to_owned(),
+        ..OnvifSimOptions::default()
+    })
+    .await?;
+    let password = folder.path().join("camera.password");
+    std::fs::write(&password, "s3cret")?;
+    let config = format!(
+        r#"
+[video]
+storage = "{storage}"
+pre_event = "3s"
+
+[[video.cameras]]
+id = "cam.lobby"
+zone = "lobby"
+onvif = "{onvif}"
+username = "viewer"
+password_file = "{password}"
+
+[[rules]]
+id = "motion"
+when.event = {{ point = "cam.lobby.motion", value = "value == true" }}
+then = [
+  {{ raise = {{ severity = "medium", title = "Motion in the lobby" }} }},
+  {{ clip = {{ camera = "cam.lobby", before = "1s", after = "1s" }} }},
+]
+"#,
+        storage = folder.path().join("video").display(),
+        onvif = sim.device_url(),
+        password = password.display(),
+    );
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
+    // The stream URL came from ONVIF's GetStreamUri.
+    wait_camera(&agent, "online").await?;
+    let (_, points) = agent.api(GUARD_TOKEN).get("/api/v1/points").await?;
+    assert!(points.to_string().contains("cam.lobby.motion"), "{points}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sim.push_motion(true);
+    let incident = wait_incident(&agent, 0).await?;
+    assert_eq!(incident["title"], "Motion in the lobby");
+    let clip = wait_clip(&agent, incident["id"].as_u64().context("id")?).await?;
+    assert_eq!(clip["state"], "ready", "{clip}");
     Ok(())
 }

@@ -134,6 +134,28 @@ impl Catalog {
                 });
             }
         }
+        for camera in &config.video.cameras {
+            let (protocol, address) = match (&camera.url, &camera.onvif) {
+                (_, Some(onvif)) => ("onvif", onvif.get_ref().clone()),
+                (Some(url), None) => ("rtsp", url.get_ref().clone()),
+                (None, None) => ("rtsp", String::new()),
+            };
+            catalog.devices.push(DeviceDescription {
+                id: camera.id.get_ref().clone(),
+                name: None,
+                protocol,
+                address,
+            });
+            for point in camera.event_points() {
+                catalog.points.push(PointDescription {
+                    id: point,
+                    device: camera.id.get_ref().clone(),
+                    zone: camera.zone.as_ref().map(|zone| zone.get_ref().clone()),
+                    unit: None,
+                    writable: false,
+                });
+            }
+        }
         catalog
     }
 

@@ -19,12 +19,15 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use gatehouse_protocol::{DeviceId, ZoneId};
+use gatehouse_protocol::{DeviceId, PointId, ZoneId};
+use gatehouse_rules::PointSpec;
+use gatehouse_rules::expr::Type;
 use jiff::SignedDuration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Problems, check_reconnect, check_zone};
+use super::onvif::events::{POINT_LINE_CROSSED, POINT_MOTION, POINT_TAMPER};
+use crate::config::{Problems, check_point_id, check_reconnect, check_zone};
 
 /// The video part of the agent.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,8 +80,21 @@ pub struct CameraConfig {
     pub id: Spanned<DeviceId>,
     #[serde(default)]
     pub zone: Option<Spanned<ZoneId>>,
-    /// The RTSP URL of the stream (`rtsp://host:554/path`), without credentials.
-    pub url: Spanned<String>,
+    /// The RTSP URL of the stream (`rtsp://host:554/path`), without credentials; or give
+    /// `onvif` instead.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The camera's ONVIF device service (`http://10.0.0.20/onvif/device_service`, or
+    /// `host[:port]`): the agent reads its profiles and stream URL, and its events.
+    #[serde(default)]
+    pub onvif: Option<Spanned<String>>,
+    /// The ONVIF profile to record (its token); the first H.264 or H.265 profile otherwise.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Whether an ONVIF camera's own events (motion, tamper, line crossing) become points
+    /// `ID.motion`, `ID.tamper` and `ID.line_crossed`.
+    #[serde(default = "default_events")]
+    pub events: bool,
     #[serde(default)]
     pub username: Option<String>,
     /// A file holding the camera's password (never logged).
@@ -106,6 +122,9 @@ pub enum RtspTransport {
     Udp,
 }
 
+fn default_events() -> bool {
+    true
+}
 fn default_storage() -> PathBuf {
     PathBuf::from("video")
 }
@@ -155,6 +174,7 @@ impl VideoConfig {
         &self,
         zones: &HashSet<ZoneId>,
         devices: &mut HashSet<DeviceId>,
+        points: &mut HashSet<PointId>,
         problems: &mut Problems,
     ) {
         check_duration(
@@ -187,6 +207,9 @@ impl VideoConfig {
             }
             check_zone(camera.zone.as_ref(), zones, problems);
             check_url(camera, problems);
+            for point in camera.event_points() {
+                check_point_id(&Spanned::new(camera.id.span(), point), points, problems);
+            }
             if camera.password_file.is_some() && camera.username.is_none() {
                 problems.at(
                     camera.id.span(),
@@ -214,19 +237,73 @@ impl VideoConfig {
     pub fn camera_ids(&self) -> impl Iterator<Item = &DeviceId> {
         self.cameras.iter().map(|camera| camera.id.get_ref())
     }
+
+    /// The points of the cameras' ONVIF events, for the rules' catalog.
+    pub fn rule_points(&self) -> Vec<PointSpec> {
+        self.cameras
+            .iter()
+            .flat_map(|camera| {
+                camera.event_points().into_iter().map(|id| PointSpec {
+                    id,
+                    device: camera.id.get_ref().clone(),
+                    zone: camera.zone.as_ref().map(|zone| zone.get_ref().clone()),
+                    value_type: Type::Bool,
+                    writable: false,
+                    egress_locked: None,
+                })
+            })
+            .collect()
+    }
 }
 
-/// An RTSP URL without credentials in it (they belong in username and password_file, so the
-/// config can be shared and the password never shows).
+impl CameraConfig {
+    /// The points its ONVIF events feed: none without `onvif` or with `events = false`.
+    pub fn event_points(&self) -> Vec<PointId> {
+        if self.onvif.is_none() || !self.events {
+            return Vec::new();
+        }
+        [POINT_MOTION, POINT_TAMPER, POINT_LINE_CROSSED]
+            .into_iter()
+            .filter_map(|suffix| PointId::new(format!("{}.{suffix}", self.id.get_ref())).ok())
+            .collect()
+    }
+}
+
+/// Exactly one of `url` and `onvif`; an RTSP URL without credentials in it (they belong in
+/// username and password_file, so the config can be shared and the password never shows).
 fn check_url(camera: &CameraConfig, problems: &mut Problems) {
-    let url = camera.url.get_ref();
     let id = camera.id.get_ref();
+    let url = match (&camera.url, &camera.onvif) {
+        (Some(url), None) => url,
+        (None, Some(onvif)) => {
+            if let Err(error) = super::onvif::device_service_url(onvif.get_ref()) {
+                problems.at(onvif.span(), format!("camera `{id}`: {error}"));
+            }
+            return;
+        }
+        (Some(url), Some(_)) => {
+            problems.at(
+                url.span(),
+                format!("camera `{id}`: give either url or onvif, not both"),
+            );
+            return;
+        }
+        (None, None) => {
+            problems.at(
+                camera.id.span(),
+                format!("camera `{id}`: needs a url (RTSP) or an onvif address"),
+            );
+            return;
+        }
+    };
+    let span = url.span();
+    let url = url.get_ref();
     let Some(rest) = url
         .strip_prefix("rtsp://")
         .or_else(|| url.strip_prefix("rtsps://"))
     else {
         problems.at(
-            camera.url.span(),
+            span,
             format!("camera `{id}`: url must start with rtsp:// or rtsps://"),
         );
         return;
@@ -234,13 +311,13 @@ fn check_url(camera: &CameraConfig, problems: &mut Problems) {
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.contains('@') {
         problems.at(
-            camera.url.span(),
+            span.clone(),
             format!(
                 "camera `{id}`: put the user in `username` and the password in `password_file`, not in the url"
             ),
         );
     } else if authority.is_empty() {
-        problems.at(camera.url.span(), format!("camera `{id}`: url has no host"));
+        problems.at(span, format!("camera `{id}`: url has no host"));
     }
 }
 

@@ -1,5 +1,5 @@
-//! Video: the site's cameras, their pre-event buffers, clips around incidents, snapshots and
-//! live view.
+//! Video: the site's cameras, their pre-event buffers, clips around incidents, snapshots, live
+//! view, and ONVIF ([`onvif`] finds a camera's streams and reads its events).
 //!
 //! See `docs/video.md` for the installer's view and ARCHITECTURE.md for where it sits.
 
@@ -7,5 +7,6 @@ pub mod buffer;
 pub mod config;
 pub mod feed;
 pub mod media;
+pub mod onvif;
 pub mod service;
 pub mod signing;

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
-use gatehouse_protocol::{DeviceId, DeviceStatus, EventBody, ZoneId};
+use gatehouse_protocol::{DeviceId, DeviceStatus, EventBody, PointId, Quality, ZoneId};
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,7 @@ use super::buffer::{Collected, Ended};
 use super::config::{CameraConfig, VideoConfig};
 use super::feed::{CameraFeed, Codec, LiveSettings, Sample, Source};
 use super::media::{self, MediaError};
+use super::onvif::{CameraEventKind, Credentials, MediaProfile, OnvifClient, PullPointOptions};
 use super::signing::MediaSigner;
 use crate::adapters::{Adapter, AdapterContext, Backoff};
 use crate::journal::clips::{self, ClipOutcome, ClipRequest};
@@ -75,11 +76,24 @@ pub struct CameraUnit {
     pub id: DeviceId,
     pub zone: Option<ZoneId>,
     pub feed: CameraFeed,
+    /// Where the stream is: an RTSP URL, or found through ONVIF.
     source: Source,
+    onvif: Option<OnvifLink>,
     live: LiveSettings,
     stall_timeout: SignedDuration,
     backoff: (Duration, Duration),
 }
+
+/// A camera reached through ONVIF.
+struct OnvifLink {
+    address: String,
+    profile: Option<String>,
+    /// The points its events feed (empty: events are not read).
+    points: Vec<PointId>,
+}
+
+/// How long one ONVIF call may take.
+const ONVIF_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the API and the tasks share.
 pub struct Video {
@@ -387,11 +401,20 @@ fn camera_unit(
         zone: camera.zone.as_ref().map(|zone| zone.get_ref().clone()),
         feed,
         source: Source {
-            url: camera.url.get_ref().clone(),
+            url: camera
+                .url
+                .as_ref()
+                .map(|url| url.get_ref().clone())
+                .unwrap_or_default(),
             username: camera.username.clone(),
             password,
             transport: camera.transport,
         },
+        onvif: camera.onvif.as_ref().map(|address| OnvifLink {
+            address: address.get_ref().clone(),
+            profile: camera.profile.clone(),
+            points: camera.event_points(),
+        }),
         live: LiveSettings {
             folder,
             segment_seconds: LIVE_SEGMENT_SECONDS,
@@ -524,11 +547,136 @@ impl Adapter for CameraAdapter {
     }
 
     fn run<'a>(&'a self, context: &'a AdapterContext) -> BoxFuture<'a, ()> {
-        self.supervise(context).boxed()
+        async move {
+            tokio::join!(self.supervise(context), self.onvif_events(context));
+        }
+        .boxed()
     }
 }
 
 impl CameraAdapter {
+    /// The stream to play: the configured URL, or the one the ONVIF camera gives for its
+    /// profile.
+    async fn source(&self) -> Result<Source, String> {
+        let unit = &self.unit;
+        let Some(onvif) = &unit.onvif else {
+            return Ok(unit.source.clone());
+        };
+        let client = self.onvif_client(onvif).await?;
+        let profiles = client.profiles().await.map_err(|e| e.to_string())?;
+        let recordable = |profile: &&MediaProfile| {
+            profile.video.as_ref().is_some_and(|video| {
+                matches!(
+                    video.encoding.to_ascii_uppercase().as_str(),
+                    "H264" | "H265"
+                )
+            })
+        };
+        let profile = match &onvif.profile {
+            Some(token) => profiles.iter().find(|p| &p.token == token).ok_or_else(|| {
+                let tokens: Vec<&str> = profiles.iter().map(|p| p.token.as_str()).collect();
+                format!(
+                    "ONVIF: the camera has no profile `{token}` (it has: {})",
+                    tokens.join(", ")
+                )
+            })?,
+            None => profiles
+                .iter()
+                .find(recordable)
+                .ok_or("ONVIF: the camera has no H.264 or H.265 profile")?,
+        };
+        let uri = client
+            .stream_uri(&profile.token)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(camera = %unit.id, profile = %profile.token, "ONVIF stream found");
+        Ok(Source {
+            url: uri.uri,
+            ..unit.source.clone()
+        })
+    }
+
+    async fn onvif_client(&self, onvif: &OnvifLink) -> Result<OnvifClient, String> {
+        let source = &self.unit.source;
+        let credentials = source.username.as_ref().map(|user| Credentials {
+            user: user.clone(),
+            password: source.password.clone().unwrap_or_default(),
+        });
+        OnvifClient::connect(&onvif.address, credentials, ONVIF_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads the ONVIF camera's events into its points, subscribing again with backoff.
+    async fn onvif_events(&self, context: &AdapterContext) {
+        let unit = &self.unit;
+        let Some(onvif) = unit.onvif.as_ref().filter(|onvif| !onvif.points.is_empty()) else {
+            return;
+        };
+        let mut backoff = Backoff::new(unit.backoff.0, unit.backoff.1);
+        loop {
+            let error = tokio::select! {
+                () = context.shutdown.cancelled() => return,
+                error = self.pull_events(onvif, context, &mut backoff) => error,
+            };
+            tracing::warn!(camera = %unit.id, %error, "ONVIF events interrupted; subscribing again");
+            tokio::select! {
+                () = context.shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    /// One subscription: pulls until it fails; returns why.
+    async fn pull_events(
+        &self,
+        onvif: &OnvifLink,
+        context: &AdapterContext,
+        backoff: &mut Backoff,
+    ) -> String {
+        let unit = &self.unit;
+        let client = match self.onvif_client(onvif).await {
+            Ok(client) => client,
+            Err(error) => return error,
+        };
+        let mut pull_point = match client.pull_point(PullPointOptions::default()).await {
+            Ok(pull_point) => pull_point,
+            Err(error) => return error.to_string(),
+        };
+        backoff.reset();
+        loop {
+            let events = match pull_point.pull().await {
+                Ok(events) => events,
+                Err(error) => return error.to_string(),
+            };
+            for event in events {
+                if let CameraEventKind::Other { topic, .. }
+                | CameraEventKind::Invalid { topic, .. } = &event.kind
+                {
+                    tracing::debug!(camera = %unit.id, %topic, "ONVIF event without a point");
+                }
+                for (suffix, value) in event.point_values() {
+                    let suffix = format!(".{suffix}");
+                    let Some(point) = onvif.points.iter().find(|p| p.as_str().ends_with(&suffix))
+                    else {
+                        continue;
+                    };
+                    let observation = EventBody::Observation {
+                        device: unit.id.clone(),
+                        point: point.clone(),
+                        zone: unit.zone.clone(),
+                        value: Some(value),
+                        quality: Quality::Good,
+                        observed_at: event.at,
+                    };
+                    if !context.emit(observation).await {
+                        return "the agent is stopping".into();
+                    }
+                }
+            }
+        }
+    }
+
     async fn supervise(&self, context: &AdapterContext) {
         let unit = &self.unit;
         let mut backoff = Backoff::new(unit.backoff.0, unit.backoff.1);
@@ -537,15 +685,28 @@ impl CameraAdapter {
             .device(&unit.id)
             .map(|state| (state.status, state.reason));
         loop {
+            let source = tokio::select! {
+                () = context.shutdown.cancelled() => return,
+                source = self.source() => source,
+            };
+            let source = match source {
+                Ok(source) => source,
+                Err(reason) => {
+                    tracing::warn!(camera = %unit.id, %reason, "camera unreachable");
+                    let offline = (DeviceStatus::Offline, Some(reason.clone()));
+                    self.report(context, &mut reported, offline).await;
+                    if !context.wait_offline(backoff.next_delay(), &reason).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
             let (online, mut first_frame) = tokio::sync::oneshot::channel::<Codec>();
-            let play = unit.feed.play(
-                &unit.source,
-                Some(&unit.live),
-                unit.stall_timeout,
-                |codec| {
+            let play = unit
+                .feed
+                .play(&source, Some(&unit.live), unit.stall_timeout, |codec| {
                     let _ = online.send(codec);
-                },
-            );
+                });
             tokio::pin!(play);
             let error = loop {
                 tokio::select! {
