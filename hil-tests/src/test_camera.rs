@@ -99,6 +99,11 @@ impl TestCamera {
         &self.url
     }
 
+    /// The camera process's id (its CPU is the encoding's, not the agent's).
+    pub fn pid(&self) -> u32 {
+        self.peer.pid()
+    }
+
     /// Shows videotestsrc's pattern `name` (`black`, `white`, `smpte`, ...) from now on.
     pub fn set_pattern(&self, name: &str) -> anyhow::Result<()> {
         self.peer.command(&format!("pattern {name}")).map(drop)

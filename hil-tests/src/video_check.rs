@@ -87,12 +87,12 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(hours * 3600 + minutes * 60) + Duration::from_secs_f64(seconds))
 }
 
-/// The mean brightness (0–255) of every frame of an MP4, decoded by GStreamer's own demuxer
-/// and decoders.
+/// The mean brightness (0–255) of every frame of a video file (MP4 or MPEG-TS), decoded by
+/// GStreamer's own demuxers and decoders.
 pub fn frame_brightness(path: &Path) -> anyhow::Result<Vec<f64>> {
     gst::init()?;
     let pipeline = gst::parse::launch(&format!(
-        "filesrc location=\"{}\" ! qtdemux ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=sink sync=false",
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=sink sync=false",
         path.display()
     ))?
     .downcast::<gst::Pipeline>()

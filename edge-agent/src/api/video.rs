@@ -5,6 +5,7 @@
 //! clip. An unsigned media URL gets 401; a tampered or expired one 403.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
@@ -34,6 +35,8 @@ pub struct CameraView {
     pub reason: Option<String>,
     /// `H.264` or `H.265`, once the camera has sent video.
     pub codec: Option<String>,
+    /// Frames received since the current connection started (a rate check for installers).
+    pub frames: u64,
     /// HLS playlist of the live view (signed; relative to the API's origin).
     pub live_url: String,
     /// JPEG of the newest picture (signed).
@@ -112,6 +115,7 @@ pub async fn list_cameras(
                 status: device.as_ref().map(|d| d.status),
                 reason: device.and_then(|d| d.reason),
                 codec: unit.feed.codec().map(|codec| codec.name().to_owned()),
+                frames: unit.feed.frames(),
                 live_url: format!(
                     "/media/v1/cameras/{id}/live/live.m3u8?{}",
                     video.signer.query(&format!("live:{id}"), seconds)
@@ -268,9 +272,9 @@ pub async fn live_file(
     request: Request,
 ) -> Result<Response, ApiError> {
     let video = video(&state)?;
-    let folder = DeviceId::new(camera.clone())
+    let (folder, demand) = DeviceId::new(camera.clone())
         .ok()
-        .and_then(|id| video.live_folder(&id).map(ToOwned::to_owned))
+        .and_then(|id| video.live(&id).map(|(folder, demand)| (folder.to_owned(), demand)))
         .ok_or_else(|| ApiError::not_found(format!("camera `{camera}` does not exist")))?;
     let safe = !file.starts_with('.')
         && file
@@ -280,12 +284,27 @@ pub async fn live_file(
         return Err(ApiError::not_found("no such live-view file"));
     }
     let path = folder.join(&file);
-    let bytes = tokio::fs::read(&path).await.map_err(|_| {
-        ApiError::not_found(format!(
-            "camera `{camera}` has no live video yet (it may be offline)"
-        ))
-    })?;
-    if file.ends_with(".m3u8") {
+    let playlist = file.ends_with(".m3u8");
+    if playlist && demand.touch() {
+        // Nobody watched: what is on disk is old. Segments start at the next key frame.
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    let mut waited = Duration::ZERO;
+    let bytes = loop {
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => break bytes,
+            Err(_) if playlist && waited < FIRST_PLAYLIST_WAIT => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                waited += Duration::from_millis(100);
+            }
+            Err(_) => {
+                return Err(ApiError::not_found(format!(
+                    "camera `{camera}` has no live video yet (it may be offline)"
+                )));
+            }
+        }
+    };
+    if playlist {
         let query = request.uri().query().unwrap_or_default();
         let playlist = sign_playlist(&String::from_utf8_lossy(&bytes), query);
         return Ok(media_response(
@@ -296,6 +315,10 @@ pub async fn live_file(
     }
     Ok(media_response(bytes, "video/mp2t", "private, max-age=60"))
 }
+
+/// How long the first playlist request of a viewer waits for live view to start (a key frame
+/// and a segment).
+const FIRST_PLAYLIST_WAIT: Duration = Duration::from_secs(5);
 
 /// Appends the playlist's own signed query to each segment it lists.
 fn sign_playlist(playlist: &str, query: &str) -> String {

@@ -1,5 +1,6 @@
 //! One camera's feed: the GStreamer pipeline that pulls its RTSP stream, fills its
-//! [pre-event buffer](super::buffer) and, when asked, writes its live-view segments.
+//! [pre-event buffer](super::buffer) and, while someone watches, writes its live-view
+//! segments ([`LiveDemand`]).
 //!
 //! ```text
 //! rtspsrc ─► rtph26Xdepay ─► h26Xparse ─► (avc/hvc1, whole frames) ─► tee ─► queue ─► appsink ─► PreEventBuffer
@@ -14,7 +15,7 @@
 //! frames by [`super::media`], on blocking threads, never in the feed's streaming thread.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Source {
     }
 }
 
-/// Live-view segments: where, and how many to keep.
+/// Live-view segments: where, how many to keep, and whether anyone watches.
 #[derive(Debug, Clone)]
 pub struct LiveSettings {
     pub folder: PathBuf,
@@ -56,6 +57,47 @@ pub struct LiveSettings {
     pub segment_seconds: u32,
     /// Segments listed in the playlist.
     pub playlist_length: u32,
+    pub demand: Arc<LiveDemand>,
+}
+
+/// Live view on demand: segments are written only while someone fetched the playlist in the
+/// last [`LiveDemand::LINGER`]; otherwise the branch drops frames before muxing, so a camera
+/// nobody watches costs only its ingest. When a viewer comes, writing starts at the next key
+/// frame.
+#[derive(Debug, Default)]
+pub struct LiveDemand {
+    /// Unix milliseconds until which segments are written.
+    until_ms: AtomicI64,
+    /// Whether the current run of segments started (at a key frame).
+    started: AtomicBool,
+}
+
+impl LiveDemand {
+    /// How long segments keep being written after the last playlist request.
+    pub const LINGER: SignedDuration = SignedDuration::from_secs(30);
+
+    /// A viewer asked: keep writing for [`Self::LINGER`]. Returns whether writing was idle
+    /// (the segments on disk, if any, are old).
+    pub fn touch(&self) -> bool {
+        let now = Timestamp::now().as_millisecond();
+        let until = now + Self::LINGER.as_millis() as i64;
+        self.until_ms.swap(until, Ordering::Relaxed) < now
+    }
+
+    /// Whether a frame goes on to the segments.
+    fn pass(&self, keyframe: bool) -> bool {
+        if self.until_ms.load(Ordering::Relaxed) < Timestamp::now().as_millisecond() {
+            self.started.store(false, Ordering::Relaxed);
+            return false;
+        }
+        if self.started.load(Ordering::Relaxed) {
+            return true;
+        }
+        if keyframe {
+            self.started.store(true, Ordering::Relaxed);
+        }
+        keyframe
+    }
 }
 
 /// The video codecs the agent records.
@@ -467,9 +509,23 @@ impl Drop for Stopping {
     }
 }
 
-/// queue ! parse (to MPEG-TS's byte-stream) ! hlssink2, writing into `live.folder`.
+/// queue ! parse (to MPEG-TS's byte-stream) ! hlssink2, writing into `live.folder` while
+/// [`LiveDemand`] says someone watches.
 fn live_branch(codec: Codec, live: &LiveSettings) -> Result<Vec<gst::Element>, FeedError> {
     let queue = gst::ElementFactory::make("queue").build()?;
+    let demand = Arc::clone(&live.demand);
+    if let Some(pad) = queue.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let keyframe = info
+                .buffer()
+                .is_some_and(|buffer| !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            if demand.pass(keyframe) {
+                gst::PadProbeReturn::Ok
+            } else {
+                gst::PadProbeReturn::Drop
+            }
+        });
+    }
     let parse = gst::ElementFactory::make(codec.parser())
         .property("config-interval", -1_i32)
         .build()?;

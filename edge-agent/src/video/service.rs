@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::buffer::{Collected, Ended};
 use super::config::{CameraConfig, VideoConfig};
-use super::feed::{CameraFeed, Codec, LiveSettings, Sample, Source};
+use super::feed::{CameraFeed, Codec, LiveDemand, LiveSettings, Sample, Source};
 use super::media::{self, MediaError};
 use super::onvif::{CameraEventKind, Credentials, MediaProfile, OnvifClient, PullPointOptions};
 use super::signing::MediaSigner;
@@ -177,11 +177,11 @@ impl Video {
         self.storage.join("clips").join(name)
     }
 
-    /// The live-view folder of a camera.
-    pub fn live_folder(&self, camera: &DeviceId) -> Option<&Path> {
+    /// The live-view folder of a camera, and its demand (a viewer touches it).
+    pub fn live(&self, camera: &DeviceId) -> Option<(&Path, &LiveDemand)> {
         self.cameras
             .get(camera)
-            .map(|unit| unit.live.folder.as_path())
+            .map(|unit| (unit.live.folder.as_path(), unit.live.demand.as_ref()))
     }
 
     /// A JPEG of the camera's newest picture.
@@ -419,6 +419,7 @@ fn camera_unit(
             folder,
             segment_seconds: LIVE_SEGMENT_SECONDS,
             playlist_length: LIVE_PLAYLIST_LENGTH,
+            demand: Arc::default(),
         },
         stall_timeout: *camera.stall_timeout.get_ref(),
         backoff: (

@@ -1,0 +1,283 @@
+//! `gatehouse-video-bench`: what video costs the real agent, against RTSP test cameras.
+//!
+//! What runs, all on 127.0.0.1: `--cameras` test cameras (`gatehouse-test-camera`, x264 at
+//! `--width`×`--height`, `--fps`, one key frame per second), a simulated Modbus door, and the
+//! `gatehouse-edge` binary (`$GATEHOUSE_EDGE_BIN`, else `target/debug`) recording every camera
+//! into its pre-event buffer and live-view segments, with a rule that clips camera 1 around
+//! each door opening.
+//!
+//! Measured:
+//! - **CPU**: the agent's user + system time (`/proc/PID/stat`) over `--seconds`, as a share of
+//!   one core, in all and per camera; the cameras' own (encoding) CPU beside it.
+//! - **Frames**: frames the agent received per camera per second (from `/api/v1/cameras`),
+//!   against the cameras' frame rate: fewer means dropped frames.
+//! - **Live latency**: camera 1 turns from black to white at a known instant; the bench polls
+//!   the signed live playlist every 50 ms, downloads each new segment and decodes it; the time
+//!   until a segment showing white can be downloaded is glass-to-segment latency (a player
+//!   adds its own buffer on top). `--latency-runs` times, median.
+//! - **Clip**: the door opens; the time from the clip's end (trigger + `after`) until the API
+//!   lists it ready. `--clip-runs` times, median.
+//!
+//! ```text
+//! cargo build --release -p gatehouse-edge -p gatehouse-hil-tests
+//! GATEHOUSE_EDGE_BIN=target/release/gatehouse-edge target/release/gatehouse-video-bench
+//! ```
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use gatehouse_hil_tests::harness::{self, AgentProcess, GUARD_TOKEN};
+use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
+use gatehouse_hil_tests::video_check::frame_brightness;
+use serde_json::Value as Json;
+use tokio::time::Instant;
+
+/// What video costs the agent: CPU per camera, frames, live latency, clip latency.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[arg(long, default_value_t = 1)]
+    cameras: usize,
+    #[arg(long, default_value_t = 1920)]
+    width: u32,
+    #[arg(long, default_value_t = 1080)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Camera bitrate, kbit/s.
+    #[arg(long, default_value_t = 4000)]
+    bitrate: u32,
+    /// Seconds of CPU and frame measurement (after a 10 s warm-up).
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    #[arg(long, default_value_t = 5)]
+    latency_runs: usize,
+    #[arg(long, default_value_t = 3)]
+    clip_runs: usize,
+}
+
+/// Seconds of CPU (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces: fields start after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("malformed /proc stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / rustix::param::clock_ticks_per_second() as f64)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+async fn cameras(agent: &AgentProcess) -> anyhow::Result<Vec<Json>> {
+    let (status, body) = agent.api(GUARD_TOKEN).get("/api/v1/cameras").await?;
+    anyhow::ensure!(status == 200, "GET /api/v1/cameras: {status}");
+    Ok(body.as_array().cloned().unwrap_or_default())
+}
+
+async fn fetch(agent: &AgentProcess, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let response = reqwest::get(format!("http://{}{url}", agent.api)).await?;
+    Ok((response.status().as_u16(), response.bytes().await?.to_vec()))
+}
+
+/// Seconds from turning camera 1 white until a live segment showing white can be fetched.
+async fn live_latency(
+    agent: &AgentProcess,
+    camera: &TestCamera,
+    folder: &std::path::Path,
+) -> anyhow::Result<f64> {
+    camera.set_pattern("black")?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let live_url = cameras(agent).await?[0]["live_url"]
+        .as_str()
+        .context("no live_url")?
+        .to_owned();
+    let base = live_url.rsplit_once('/').context("no folder")?.0.to_owned();
+    let mut seen = std::collections::HashSet::new();
+    // Segments listed now are from before the change.
+    let (_, playlist) = fetch(agent, &live_url).await?;
+    for line in String::from_utf8_lossy(&playlist)
+        .lines()
+        .filter(|l| l.contains(".ts?"))
+    {
+        seen.insert(line.split('?').next().unwrap_or_default().to_owned());
+    }
+    camera.set_pattern("white")?;
+    let changed = Instant::now();
+    while changed.elapsed() < Duration::from_secs(20) {
+        let (_, playlist) = fetch(agent, &live_url).await?;
+        for line in String::from_utf8_lossy(&playlist)
+            .lines()
+            .filter(|l| l.contains(".ts?"))
+        {
+            let name = line.split('?').next().unwrap_or_default().to_owned();
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let (status, segment) = fetch(agent, &format!("{base}/{line}")).await?;
+            if status != 200 {
+                continue;
+            }
+            let at = changed.elapsed().as_secs_f64();
+            let path = folder.join(&name);
+            std::fs::write(&path, segment)?;
+            let bright = tokio::task::spawn_blocking(move || frame_brightness(&path)).await??;
+            if bright.iter().any(|&b| b > 128.0) {
+                return Ok(at);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("no white segment within 20 s")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    gstreamer::init()?;
+    let folder = tempfile::tempdir()?;
+    let mut cams = Vec::new();
+    for _ in 0..args.cameras {
+        cams.push(TestCamera::start(CameraOptions {
+            width: args.width,
+            height: args.height,
+            fps: args.fps,
+            bitrate_kbps: args.bitrate,
+            ..CameraOptions::default()
+        })?);
+    }
+    let door = harness::simulator().await?;
+    let mut config = format!(
+        "{door}\n[video]\nstorage = \"{}\"\npre_event = \"10s\"\n",
+        folder.path().join("video").display(),
+        door = harness::door_device("io", door.addr(), 50)
+    );
+    for (index, camera) in cams.iter().enumerate() {
+        config.push_str(&format!(
+            "[[video.cameras]]\nid = \"cam{}\"\nurl = \"{}\"\n",
+            index + 1,
+            camera.url()
+        ));
+    }
+    config.push_str(
+        r#"
+[[rules]]
+id = "door-clip"
+when.event = { point = "io.door", value = "value == true" }
+then = [{ clip = { camera = "cam1", before = "5s", after = "5s" } }]
+"#,
+    );
+    let agent = AgentProcess::start_site(folder.path(), &config).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cameras(&agent)
+        .await?
+        .iter()
+        .any(|c| c["status"] != "online")
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "cameras not online:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "video-bench: {} camera(s) online; warming up 10 s",
+        args.cameras
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let frames = |list: &[Json]| -> Vec<u64> {
+        list.iter()
+            .map(|c| c["frames"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let camera_cpu = |cams: &[TestCamera]| -> anyhow::Result<f64> {
+        cams.iter().map(|c| cpu_seconds(c.pid())).sum()
+    };
+    let (agent_before, cams_before) = (cpu_seconds(agent.pid())?, camera_cpu(&cams)?);
+    let frames_before = frames(&cameras(&agent).await?);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let agent_share = (cpu_seconds(agent.pid())? - agent_before) / elapsed;
+    let cams_share = (camera_cpu(&cams)? - cams_before) / elapsed;
+    let frames_after = frames(&cameras(&agent).await?);
+    let rates: Vec<f64> = frames_after
+        .iter()
+        .zip(&frames_before)
+        .map(|(after, before)| after.saturating_sub(*before) as f64 / elapsed)
+        .collect();
+    println!(
+        "cameras {} at {}x{} {} fps {} kbit/s: agent CPU {:.2}% of one core ({:.2}% per camera); cameras' own encoding {:.0}%",
+        args.cameras,
+        args.width,
+        args.height,
+        args.fps,
+        args.bitrate,
+        agent_share * 100.0,
+        agent_share * 100.0 / args.cameras as f64,
+        cams_share * 100.0
+    );
+    println!(
+        "frames received per camera per second: {} (camera rate {})",
+        rates
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.fps
+    );
+
+    let mut latencies = Vec::new();
+    for _ in 0..args.latency_runs {
+        latencies.push(live_latency(&agent, &cams[0], folder.path()).await?);
+    }
+    println!(
+        "live glass-to-segment latency: median {:.2} s ({})",
+        median(&mut latencies.clone()),
+        latencies
+            .iter()
+            .map(|l| format!("{l:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let mut clip_delays = Vec::new();
+    for run in 0..args.clip_runs {
+        door.set_discrete(1, 0, false);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        door.set_discrete(1, 0, true);
+        let opened = Instant::now();
+        let deadline = opened + Duration::from_secs(60);
+        loop {
+            let (_, page) = agent.api(GUARD_TOKEN).get("/api/v1/clips?limit=1").await?;
+            let clip = &page["items"][0];
+            if clip["id"].as_u64() == Some(run as u64 + 1) && clip["state"] != "recording" {
+                anyhow::ensure!(clip["state"] == "ready", "clip failed: {clip}");
+                // Available after its end: trigger + 5 s.
+                clip_delays.push(opened.elapsed().as_secs_f64() - 5.0);
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no clip: {page}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    println!(
+        "clip available after its end: median {:.2} s ({})",
+        median(&mut clip_delays.clone()),
+        clip_delays
+            .iter()
+            .map(|l| format!("{l:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
