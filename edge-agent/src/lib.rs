@@ -17,6 +17,7 @@
 //! - [`live`]: latest point values and device status, and the bus to the stream.
 //! - [`api`]: REST, WebSocket stream, OpenAPI, metrics, authentication.
 //! - [`uplink`]: the outbox of what must reach the relay.
+//! - [`video`]: the cameras, re-streamed over RTSP ([`video::restream`]).
 //! - [`agent`]: wires it all from a config.
 
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod replay;
 pub mod rules;
 pub mod uplink;
+pub mod video;
 
 #[cfg(test)]
 mod test_helpers;
