@@ -17,8 +17,10 @@
 //!   h264parse ! rtph264pay`: H.264 at the given height, the width following the camera's
 //!   display aspect ratio rounded to an even number (H.264 4:2:0 needs even sizes); a camera no
 //!   taller than the target keeps its size. The I420 caps matter: x264enc fed anything else
-//!   encodes High 4:4:4, which browsers and NVRs refuse. The leaky queue drops decoded frames
-//!   when the encoder falls behind rather than letting latency grow.
+//!   encodes High 4:4:4, which browsers and NVRs refuse. The leaky queue holds up to 0.5 s of
+//!   decoded frames and drops the oldest when the encoder falls further behind, rather than
+//!   letting latency grow; QoS dropping is off in the decoder and converters, so that this queue
+//!   is the one place where frames are dropped.
 //!
 //! Only the first video stream of a camera is pulled (audio and metadata streams are not
 //! requested), over RTSP-over-TCP with a 200 ms jitter buffer. Camera credentials are given to
@@ -62,6 +64,14 @@
 //! (their sessions time out), new clients start afresh. Each client connection is served on its
 //! own thread, so a camera slow to answer never holds up the others' requests.
 //!
+//! # Cost
+//!
+//! `gatehouse-restream-cpu` (hil-tests) measures it: for one 1080p30 H.264 camera (4 Mbit/s,
+//! a test pattern) read by one client, this process used 1.6 CPU s per minute in passthrough
+//! and 12.7 CPU s per minute transcoding to 854x480 at 800 kbit/s with x264enc (2-core
+//! x86-64 VM, busy with other work). Real scenes cost more to decode and encode than a test
+//! pattern.
+//!
 //! # Limits
 //!
 //! - The resolution of a transcoded camera is fixed when its stream starts; a camera changing
@@ -96,6 +106,9 @@ const CAMERA_LATENCY_MS: u32 = 200;
 
 /// How long `rtspsrc` waits for the camera's TCP connection and RTSP answers.
 const CAMERA_TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most decoded video waiting for the encoder before the oldest frames are dropped (ns).
+const QUEUE_TIME_NS: u64 = 500_000_000;
 
 /// The dynamic payload type of every served stream.
 const PAYLOAD_TYPE: u32 = 96;
@@ -203,6 +216,7 @@ pub struct Restreamer {
     port: u16,
     host: String,
     encoder: Option<&'static str>,
+    context: glib::MainContext,
     main_loop: glib::MainLoop,
     thread: Option<JoinHandle<()>>,
     pulled: Arc<Mutex<BTreeMap<DeviceId, usize>>>,
@@ -257,9 +271,11 @@ impl Restreamer {
         let (ready, started) = mpsc::sync_channel(1);
         let server_settings = settings.clone();
         let server_loop = main_loop.clone();
+        let server_context = context.clone();
         let thread = thread::Builder::new()
             .name("restream".to_owned())
             .spawn(move || {
+                let context = server_context;
                 let ran = context.with_thread_default(|| {
                     serve(&context, &server_loop, &server_settings, plans, &ready);
                 });
@@ -300,6 +316,7 @@ impl Restreamer {
             port,
             host,
             encoder: encoder.map(|spec| spec.factory),
+            context,
             main_loop,
             thread: Some(thread),
             pulled,
@@ -339,7 +356,9 @@ impl Restreamer {
 
     fn shutdown(&mut self) {
         if let Some(thread) = self.thread.take() {
-            self.main_loop.quit();
+            // Quit from inside the loop: a quit() that came before run() would be forgotten.
+            let main_loop = self.main_loop.clone();
+            self.context.invoke(move || main_loop.quit());
             if thread.join().is_err() {
                 tracing::error!("restream: the RTSP server thread panicked");
             }
@@ -632,6 +651,9 @@ impl CameraPlan {
         bitrate_kbps: u32,
     ) -> Result<(), String> {
         let decoder = make("decodebin")?;
+        if let Some(decoder) = decoder.downcast_ref::<gst::Bin>() {
+            decoder.connect_deep_element_added(|_, _, element| no_qos(element));
+        }
         bin.add(&decoder).map_err(|error| error.to_string())?;
         let plan = Arc::clone(self);
         let weak_bin = bin.downgrade();
@@ -690,11 +712,14 @@ impl CameraPlan {
         };
 
         let queue = make("queue")?;
-        set(&queue, "max-size-buffers", 3_u32)?;
+        // Half a second of decoded frames: enough for the encoder's bursts (3 frames dropped
+        // three quarters of them), little enough to bound the delay added when it falls behind.
+        set(&queue, "max-size-buffers", 0_u32)?;
         set(&queue, "max-size-bytes", 0_u32)?;
-        set(&queue, "max-size-time", 0_u64)?;
+        set(&queue, "max-size-time", QUEUE_TIME_NS)?;
         set_from_str(&queue, "leaky", "downstream")?;
         let scale = make("videoscale")?;
+        no_qos(&scale);
         let scaled = capsfilter(
             gst::Caps::builder("video/x-raw")
                 .field("width", i32::try_from(width).unwrap_or(i32::MAX))
@@ -703,6 +728,7 @@ impl CameraPlan {
                 .build(),
         )?;
         let convert = make("videoconvert")?;
+        no_qos(&convert);
         let i420 = capsfilter(
             gst::Caps::builder("video/x-raw")
                 .field("format", "I420")
@@ -901,6 +927,14 @@ fn expose(bin: &gst::Bin, payloader: &gst::Element) -> Result<(), String> {
     bin.add_pad(&ghost).map_err(|error| error.to_string())?;
     bin.no_more_pads();
     Ok(())
+}
+
+/// Turns off QoS frame dropping, so that the leaky queue before the encoder is the one place
+/// where frames are dropped.
+fn no_qos(element: &gst::Element) {
+    if element.find_property("qos").is_some() {
+        let _ = set(element, "qos", false);
+    }
 }
 
 fn make(factory: &str) -> Result<gst::Element, String> {
