@@ -8,12 +8,14 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::TcpStream,
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
-use gatehouse_edge::video::restream::{RestreamMode, RestreamSettings, RestreamSource, Restreamer};
+use gatehouse_edge::video::restream::{
+    RestreamMode, RestreamSettings, RestreamSource, Restreamer, STALL_TIMEOUT,
+};
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use gatehouse_protocol::DeviceId;
 
@@ -358,4 +360,64 @@ fn a_dead_camera_fails_its_own_mount_quickly_and_no_other() -> anyhow::Result<()
     let seen = discover(&url_with(&restreamer, "cam.alive", USER, PASSWORD))?;
     assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
     Ok(())
+}
+
+#[test]
+fn a_camera_that_stops_sending_is_dropped_and_its_clients_disconnected() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions::default())?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[source("cam.stuck", &camera, RestreamMode::Passthrough)],
+    )?;
+    let url = url_with(&restreamer, "cam.stuck", USER, PASSWORD);
+    let mut client = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "rtspsrc",
+            &format!("location={url}"),
+            "protocols=tcp",
+            "!",
+            "fakesink",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running gst-launch-1.0 (apt-get install gstreamer1.0-tools)")?;
+    let outcome = (|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while restreamer.cameras_pulled().is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "the client never made the camera be pulled"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        camera.stall()?;
+        let stalled = Instant::now();
+        let deadline = stalled + STALL_TIMEOUT + Duration::from_secs(5);
+        // The client is disconnected (gst-launch ends) and the camera released.
+        while client.try_wait()?.is_none() || !restreamer.cameras_pulled().is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "{:?} after the camera stalled: client still connected or camera still pulled ({:?})",
+                stalled.elapsed(),
+                restreamer.cameras_pulled()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(
+            stalled.elapsed() >= STALL_TIMEOUT - Duration::from_secs(1),
+            "dropped after only {:?}",
+            stalled.elapsed()
+        );
+        // Once the camera sends again, the mount serves again.
+        camera.resume()?;
+        let seen = discover(&url)?;
+        assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+        Ok(())
+    })();
+    let _ = client.kill();
+    let _ = client.wait();
+    outcome
 }

@@ -60,9 +60,10 @@
 //! sends no video within [`PREPARE_TIMEOUT`] fails only its own mount: the client gets `503
 //! Service Unavailable`, the error is logged with the camera, the GStreamer element's path, its
 //! message and debug text ([`RestreamError::Pipeline`]), and the next request tries the camera
-//! again. A camera failing while watched stops that media; its clients see the stream end
-//! (their sessions time out), new clients start afresh. Each client connection is served on its
-//! own thread, so a camera slow to answer never holds up the others' requests.
+//! again. A camera failing while watched (its connection drops, or it sends nothing for
+//! [`STALL_TIMEOUT`] while playing) stops that media and its clients are disconnected, so NVRs
+//! reconnect and get a fresh pull (or a 503). Each client connection is served on its own
+//! thread, so a camera slow to answer never holds up the others' requests.
 //!
 //! # Cost
 //!
@@ -84,12 +85,12 @@ use std::{
     fmt,
     net::{IpAddr, SocketAddr},
     sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         mpsc,
     },
     thread::{self, JoinHandle},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use gatehouse_protocol::DeviceId;
@@ -100,6 +101,13 @@ use gstreamer_rtsp_server::{self as rtsp, prelude::*};
 /// How long a camera may take, from the first client's request, to deliver video before the
 /// request fails with 503.
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a pulled camera may send nothing before its media is stopped and its clients
+/// disconnected (they reconnect, and a new media asks the camera again).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often each media's watchdog looks at it.
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(500);
 
 /// The jitter buffer of the camera's RTP stream (`rtspsrc latency`), in milliseconds.
 const CAMERA_LATENCY_MS: u32 = 200;
@@ -262,11 +270,18 @@ impl Restreamer {
         };
 
         let pulled = Arc::new(Mutex::new(BTreeMap::new()));
+        let context = glib::MainContext::new();
         let plans: Vec<Arc<CameraPlan>> = cameras
             .into_iter()
-            .map(|camera| Arc::new(CameraPlan::new(camera, encoder, Arc::clone(&pulled))))
+            .map(|camera| {
+                Arc::new(CameraPlan::new(
+                    camera,
+                    encoder,
+                    Arc::clone(&pulled),
+                    context.clone(),
+                ))
+            })
             .collect();
-        let context = glib::MainContext::new();
         let main_loop = glib::MainLoop::new(Some(&context), false);
         let (ready, started) = mpsc::sync_channel(1);
         let server_settings = settings.clone();
@@ -411,6 +426,7 @@ fn serve(
     };
     for plan in plans {
         let path = format!("/{}", plan.camera.as_str());
+        let _ = plan.server.set(server.downgrade());
         mounts.add_factory(&path, media_factory(plan));
     }
     let listening = match server.attach(Some(context)) {
@@ -476,6 +492,10 @@ struct CameraPlan {
     encoder: Option<&'static EncoderSpec>,
     secrets: Secrets,
     pulled: Arc<Mutex<BTreeMap<DeviceId, usize>>>,
+    /// The server's main context, where clients are disconnected.
+    context: glib::MainContext,
+    /// Set once the server exists.
+    server: OnceLock<glib::WeakRef<rtsp::RTSPServer>>,
 }
 
 /// A camera as [`validate`] leaves it.
@@ -492,6 +512,7 @@ impl CameraPlan {
         checked: CheckedCamera,
         encoder: Option<&'static EncoderSpec>,
         pulled: Arc<Mutex<BTreeMap<DeviceId, usize>>>,
+        context: glib::MainContext,
     ) -> Self {
         let secrets = Secrets(checked.password.iter().cloned().collect());
         Self {
@@ -506,6 +527,8 @@ impl CameraPlan {
             },
             secrets,
             pulled,
+            context,
+            server: OnceLock::new(),
         }
     }
 
@@ -520,8 +543,15 @@ impl CameraPlan {
             tracing::error!(camera = %self.camera, "restream: the media has no {DYNAMIC_PAYLOADER} bin");
             return;
         };
-        let state = Arc::new(MediaState::default());
-        self.watch_bus(media, &element, &state);
+        let state = Arc::new(MediaState::new());
+        let pipeline = element
+            .parent()
+            .and_then(|parent| parent.downcast::<gst::Pipeline>().ok());
+        let Some(pipeline) = pipeline else {
+            tracing::error!(camera = %self.camera, "restream: the media has no pipeline");
+            return;
+        };
+        self.watch_bus(media, &pipeline, &state);
         self.count_pulls(media, &state);
         if let Err(reason) = self.build_source(&bin) {
             bin.post_error_message(gst::error_msg!(
@@ -529,7 +559,7 @@ impl CameraPlan {
                 ("camera {}: {reason}", self.camera)
             ));
         }
-        self.watch_preparation(&bin, &state);
+        self.watch_flow(&bin, &pipeline, &state);
     }
 
     /// `rtspsrc` for the camera; the rest is built when its video pad appears.
@@ -777,17 +807,16 @@ impl CameraPlan {
 
     /// Logs the pipeline's errors and warnings (scrubbed), and stops a media that fails after
     /// it was prepared so that the next client starts afresh.
-    fn watch_bus(&self, media: &rtsp::RTSPMedia, element: &gst::Element, state: &Arc<MediaState>) {
-        let Some(pipeline) = element
-            .parent()
-            .and_then(|parent| parent.downcast::<gst::Pipeline>().ok())
-        else {
-            tracing::warn!(camera = %self.camera, "restream: the media has no pipeline; its errors are not logged");
-            return;
-        };
+    fn watch_bus(
+        self: &Arc<Self>,
+        media: &rtsp::RTSPMedia,
+        pipeline: &gst::Pipeline,
+        state: &Arc<MediaState>,
+    ) {
         let Some(bus) = pipeline.bus() else {
             return;
         };
+        let plan = Arc::clone(self);
         let camera = self.camera.clone();
         let secrets = self.secrets.clone();
         let state = Arc::clone(state);
@@ -819,15 +848,7 @@ impl CameraPlan {
                     };
                     tracing::warn!(camera = %camera, error = %failure, "restream: camera media failed");
                     if state.prepared.load(Ordering::SeqCst) {
-                        // Unpreparing sets the pipeline to NULL: not from a streaming thread.
-                        let weak_media = weak_media.clone();
-                        let _ = thread::Builder::new()
-                            .name("restream-stop".to_owned())
-                            .spawn(move || {
-                                if let Some(media) = weak_media.upgrade() {
-                                    let _ = media.unprepare();
-                                }
-                            });
+                        plan.drop_media(&weak_media);
                     }
                 }
                 gst::MessageView::Warning(warning) => {
@@ -876,44 +897,148 @@ impl CameraPlan {
         });
     }
 
-    /// Fails the media if the camera has not delivered video within [`PREPARE_TIMEOUT`], so
-    /// that the waiting client gets 503 rather than waiting forever.
+    /// Disconnects the clients watching `media` and stops it, so that they reconnect and
+    /// the next client starts afresh (a camera that failed or stalled while watched).
+    fn drop_media(&self, media: &glib::WeakRef<rtsp::RTSPMedia>) {
+        let Some(server) = self.server.get().cloned() else {
+            return;
+        };
+        let media = media.clone();
+        // Clients live on the server's context; unpreparing sets the pipeline to NULL, which
+        // must not happen on a streaming thread (this may be one) nor block the server.
+        self.context.invoke(move || {
+            let (Some(server), Some(media)) = (server.upgrade(), media.upgrade()) else {
+                return;
+            };
+            let disconnected = server.client_filter(Some(&mut |_, client| {
+                let mut watching = false;
+                client.session_filter(Some(&mut |_, session| {
+                    session.filter(Some(&mut |_, session_media| {
+                        watching |= session_media.media().as_ref() == Some(&media);
+                        rtsp::RTSPFilterResult::Keep
+                    }));
+                    rtsp::RTSPFilterResult::Keep
+                }));
+                if watching {
+                    rtsp::RTSPFilterResult::Remove
+                } else {
+                    rtsp::RTSPFilterResult::Keep
+                }
+            }));
+            tracing::info!(
+                clients = disconnected.len(),
+                "restream: disconnected the clients of a failed camera media"
+            );
+            let _ = thread::Builder::new()
+                .name("restream-stop".to_owned())
+                .spawn(move || {
+                    let _ = media.unprepare();
+                });
+        });
+    }
+
+    /// Fails the media when the camera has not delivered video within [`PREPARE_TIMEOUT`] of
+    /// the first request (the waiting client gets 503 rather than waiting forever), or stops
+    /// sending it for [`STALL_TIMEOUT`] while the media plays (the error disconnects its
+    /// clients: [`CameraPlan::drop_media`]).
     ///
     /// (Not by asking the media: `gst_rtsp_media_get_status` blocks while it prepares.)
-    fn watch_preparation(&self, bin: &gst::Bin, state: &Arc<MediaState>) {
+    fn watch_flow(&self, bin: &gst::Bin, pipeline: &gst::Pipeline, state: &Arc<MediaState>) {
+        let flowing = Arc::clone(state);
+        bin.connect_pad_added(move |_, pad| {
+            let flowing = Arc::clone(&flowing);
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, _| {
+                    flowing.saw_data();
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        });
         let camera = self.camera.clone();
-        let weak_bin = bin.downgrade();
+        let (weak_bin, weak_pipeline) = (bin.downgrade(), pipeline.downgrade());
         let state = Arc::clone(state);
         let spawned = thread::Builder::new()
             .name("restream-watchdog".to_owned())
             .spawn(move || {
-                thread::sleep(PREPARE_TIMEOUT);
-                let Some(bin) = weak_bin.upgrade() else {
-                    return;
-                };
-                if !state.prepared.load(Ordering::SeqCst) && !state.ended.load(Ordering::SeqCst) {
-                    bin.post_error_message(gst::error_msg!(
-                        gst::ResourceError::Read,
-                        (
-                            "camera {camera} delivered no video within {} s",
-                            PREPARE_TIMEOUT.as_secs()
-                        )
-                    ));
+                loop {
+                    thread::sleep(WATCHDOG_PERIOD);
+                    let (Some(bin), Some(pipeline)) = (weak_bin.upgrade(), weak_pipeline.upgrade())
+                    else {
+                        return;
+                    };
+                    if state.ended.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let reason = if !state.prepared.load(Ordering::SeqCst) {
+                        (state.started.elapsed() > PREPARE_TIMEOUT).then(|| {
+                            format!(
+                                "camera {camera} delivered no video within {} s",
+                                PREPARE_TIMEOUT.as_secs()
+                            )
+                        })
+                    } else if pipeline.current_state() != gst::State::Playing {
+                        // Paused by its clients: no data is expected.
+                        state.saw_data();
+                        None
+                    } else {
+                        (state.since_data() > STALL_TIMEOUT).then(|| {
+                            format!(
+                                "camera {camera} sent no video for {} s",
+                                STALL_TIMEOUT.as_secs()
+                            )
+                        })
+                    };
+                    if let Some(reason) = reason {
+                        bin.post_error_message(gst::error_msg!(
+                            gst::ResourceError::Read,
+                            ("{reason}")
+                        ));
+                        return;
+                    }
                 }
             });
         if let Err(error) = spawned {
-            tracing::warn!(camera = %self.camera, %error, "restream: no preparation watchdog");
+            tracing::warn!(camera = %self.camera, %error, "restream: no watchdog for the camera media");
         }
     }
 }
 
 /// What the callbacks of one media know of it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MediaState {
     /// Between its `prepared` and `unprepared` signals: the camera is pulled.
     prepared: AtomicBool,
     /// After its `unprepared` signal (a failed preparation ends this way too).
     ended: AtomicBool,
+    /// When the media was configured.
+    started: Instant,
+    /// When the last buffer left for the clients, in milliseconds since `started`.
+    last_data_ms: AtomicU64,
+}
+
+impl MediaState {
+    fn new() -> Self {
+        Self {
+            prepared: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            started: Instant::now(),
+            last_data_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn saw_data(&self) {
+        self.last_data_ms.store(self.now_ms(), Ordering::SeqCst);
+    }
+
+    fn since_data(&self) -> Duration {
+        let last = self.last_data_ms.load(Ordering::SeqCst);
+        Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
 }
 
 /// Exposes `payloader`'s source pad on the dynamic-payloader bin, which makes
