@@ -7,7 +7,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::TcpStream,
+    net::{TcpListener, TcpStream},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -420,4 +420,45 @@ fn a_camera_that_stops_sending_is_dropped_and_its_clients_disconnected() -> anyh
     let _ = client.kill();
     let _ = client.wait();
     outcome
+}
+
+#[test]
+fn a_camera_that_never_answers_does_not_hold_up_the_other_mounts() -> anyhow::Result<()> {
+    init_logs();
+    // Accepts connections and never says a word.
+    let silent = TcpListener::bind("127.0.0.1:0")?;
+    let silent_url = format!("rtsp://{}/cam", silent.local_addr()?);
+    std::thread::spawn(move || {
+        let held: Vec<TcpStream> = silent.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let alive = TestCamera::start(CameraOptions::default())?;
+    let mut hanging = source("cam.silent", &alive, RestreamMode::Passthrough);
+    hanging.url = silent_url;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[
+            hanging,
+            source("cam.alive", &alive, RestreamMode::Passthrough),
+        ],
+    )?;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let waiting = scope.spawn(|| describe(&restreamer, "cam.silent", Some((USER, PASSWORD))));
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, elapsed) = describe(&restreamer, "cam.alive", Some((USER, PASSWORD)))?;
+        assert_eq!(status, 200);
+        ensure!(
+            elapsed < Duration::from_secs(3),
+            "the live camera took {elapsed:?} while another hung"
+        );
+        let (status, elapsed) = waiting
+            .join()
+            .map_err(|_| anyhow::anyhow!("the waiting client panicked"))??;
+        assert_eq!(status, 503, "after {elapsed:?}");
+        ensure!(
+            elapsed < Duration::from_secs(12),
+            "503 came after {elapsed:?}"
+        );
+        Ok(())
+    })
 }

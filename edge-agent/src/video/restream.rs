@@ -68,15 +68,16 @@
 //! # Cost
 //!
 //! `gatehouse-restream-cpu` (hil-tests) measures it: for one 1080p30 H.264 camera (4 Mbit/s,
-//! a test pattern) read by one client, this process used 1.6 CPU s per minute in passthrough
-//! and 12.7 CPU s per minute transcoding to 854x480 at 800 kbit/s with x264enc (2-core
-//! x86-64 VM, busy with other work). Real scenes cost more to decode and encode than a test
-//! pattern.
+//! a test pattern) read by one client, this process used 1.6 to 1.9 CPU s per minute in
+//! passthrough and 12.7 to 13.2 CPU s per minute transcoding to 854x480 at 800 kbit/s with
+//! x264enc (two 60 s runs, debug build, 2-core x86-64 VM busy with other work). Real scenes
+//! cost more to decode and encode than a test pattern.
 //!
 //! # Limits
 //!
-//! - The resolution of a transcoded camera is fixed when its stream starts; a camera changing
-//!   resolution mid-stream fails the media (clients reconnect).
+//! - The output size of a transcoded camera is fixed when its stream starts; a camera changing
+//!   resolution mid-stream is not handled (untested; expect its media to fail and clients to
+//!   reconnect).
 //! - Unicast only (UDP or TCP to each client); no multicast, no RTSPS, no audio.
 //! - One thread per connected RTSP client, plus GStreamer's streaming threads per pulled camera.
 
