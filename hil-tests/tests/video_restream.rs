@@ -9,6 +9,7 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{TcpListener, TcpStream},
     process::{Command, Stdio},
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -44,11 +45,36 @@ fn source(id: &str, camera: &TestCamera, mode: RestreamMode) -> RestreamSource {
     }
 }
 
+/// Everything every test logged, to check that no camera password ever shows.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Writes log lines to the test output and to [`LOGS`].
+struct KeptLog;
+
+impl std::io::Write for KeptLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        print!("{}", String::from_utf8_lossy(bytes));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("gatehouse_edge=info")
+        .with_writer(|| KeptLog)
+        .with_ansi(false)
+        .with_env_filter("gatehouse_edge=debug")
         .try_init();
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
 }
 
 /// What `gst-discoverer-1.0 -v` saw of the first video stream.
@@ -314,7 +340,11 @@ fn a_camera_that_needs_credentials_works_when_given_them() -> anyhow::Result<()>
         .url()
         .replacen("rtsp://", "rtsp://admin:cam-secret@", 1);
     let missing = source("cam.office3", &camera, RestreamMode::Passthrough);
-    let restreamer = Restreamer::start(&settings(), &[given, in_url, missing])?;
+    let mut refused = source("cam.office4", &camera, RestreamMode::Passthrough);
+    refused.url = camera
+        .url()
+        .replacen("rtsp://", "rtsp://admin:wrong%2Dsecret@", 1);
+    let restreamer = Restreamer::start(&settings(), &[given, in_url, missing, refused])?;
     for id in ["cam.office", "cam.office2"] {
         let seen = discover(&url_with(&restreamer, id, USER, PASSWORD))?;
         assert_eq!((seen.width, seen.height), (320, 240), "{id}: {seen:?}");
@@ -324,6 +354,16 @@ fn a_camera_that_needs_credentials_works_when_given_them() -> anyhow::Result<()>
         parse_discovered(&text).is_err() && elapsed < Duration::from_secs(12),
         "a camera refusing the agent served something, or hung ({elapsed:?}):\n{text}"
     );
+    let (status, _) = describe(&restreamer, "cam.office4", Some((USER, PASSWORD)))?;
+    assert_eq!(status, 503);
+    let logs = logs();
+    ensure!(
+        logs.contains("cam.office4") && logs.contains("Unauthorized"),
+        "the refused camera was not logged:\n{logs}"
+    );
+    for secret in ["cam-secret", "wrong-secret", "wrong%2Dsecret"] {
+        ensure!(!logs.contains(secret), "{secret} is in the logs:\n{logs}");
+    }
     Ok(())
 }
 
