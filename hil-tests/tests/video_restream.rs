@@ -502,3 +502,22 @@ fn a_camera_that_never_answers_does_not_hold_up_the_other_mounts() -> anyhow::Re
         Ok(())
     })
 }
+
+#[test]
+fn a_busy_port_is_an_error_that_names_it() -> anyhow::Result<()> {
+    init_logs();
+    let first = Restreamer::start(&settings(), &[])?;
+    let busy = RestreamSettings {
+        listen: ([127, 0, 0, 1], first.port()).into(),
+        ..settings()
+    };
+    let Err(error) = Restreamer::start(&busy, &[]) else {
+        bail!("a second server listened on port {}", first.port());
+    };
+    let text = error.to_string();
+    ensure!(
+        text.contains(&format!("127.0.0.1:{}", first.port())),
+        "the error does not name the address: {text}"
+    );
+    Ok(())
+}
