@@ -26,12 +26,12 @@
 //! requested), over RTSP-over-TCP with a 200 ms jitter buffer. Camera credentials are given to
 //! `rtspsrc` as properties (from [`RestreamSource::camera_user`] or from the URL's user info,
 //! which is stripped from the location), so they never appear in a pipeline description; every
-//! message this module logs about a camera goes through [`Secrets::scrub`].
+//! message this module logs about a camera has them scrubbed out (`Secrets::scrub`).
 //!
 //! # Encoders
 //!
 //! The H.264 encoder is chosen once, at [`Restreamer::start`], as the first of
-//! [`ENCODER_PREFERENCE`] whose element exists: `vaapih264enc` (Intel/AMD VA-API),
+//! `ENCODER_PREFERENCE` whose element exists: `vaapih264enc` (Intel/AMD VA-API),
 //! `v4l2h264enc` (Raspberry Pi and other V4L2 M2M SoCs), `nvh264enc` (NVIDIA NVENC),
 //! `omxh264enc` (older OpenMAX SoCs), then software `x264enc` (`tune=zerolatency
 //! speed-preset=superfast`, Main profile, a key frame every 60 frames) and `openh264enc`. The
@@ -941,7 +941,7 @@ impl CameraPlan {
     /// Fails the media when the camera has not delivered video within [`PREPARE_TIMEOUT`] of
     /// the first request (the waiting client gets 503 rather than waiting forever), or stops
     /// sending it for [`STALL_TIMEOUT`] while the media plays (the error disconnects its
-    /// clients: [`CameraPlan::drop_media`]).
+    /// clients: `CameraPlan::drop_media`).
     ///
     /// (Not by asking the media: `gst_rtsp_media_get_status` blocks while it prepares.)
     fn watch_flow(&self, bin: &gst::Bin, pipeline: &gst::Pipeline, state: &Arc<MediaState>) {
@@ -1117,9 +1117,9 @@ fn element_kind(element: &gst::Element) -> String {
 
 /// One H.264 encoder and how to set its bitrate.
 #[derive(Debug)]
-pub struct EncoderSpec {
-    pub factory: &'static str,
-    pub hardware: bool,
+struct EncoderSpec {
+    factory: &'static str,
+    hardware: bool,
     bitrate: Bitrate,
     /// Caps after the encoder (`video/x-h264,profile=...`), when it negotiates a profile.
     profile: Option<&'static str>,
@@ -1138,7 +1138,7 @@ enum Bitrate {
 }
 
 /// The H.264 encoders, best first (see the module documentation).
-pub const ENCODER_PREFERENCE: &[EncoderSpec] = &[
+const ENCODER_PREFERENCE: &[EncoderSpec] = &[
     EncoderSpec {
         factory: "vaapih264enc",
         hardware: true,
@@ -1206,7 +1206,7 @@ impl EncoderSpec {
 }
 
 /// The first encoder of [`ENCODER_PREFERENCE`] for which `exists` is true.
-pub fn choose_encoder(exists: impl Fn(&str) -> bool) -> Option<&'static EncoderSpec> {
+fn choose_encoder(exists: impl Fn(&str) -> bool) -> Option<&'static EncoderSpec> {
     ENCODER_PREFERENCE
         .iter()
         .find(|encoder| exists(encoder.factory))
@@ -1215,7 +1215,7 @@ pub fn choose_encoder(exists: impl Fn(&str) -> bool) -> Option<&'static EncoderS
 /// The output size for a `width`x`height` picture of pixel aspect ratio `aspect` scaled to
 /// `target_height` lines with square pixels: the width keeps the display aspect ratio and both
 /// are even. A picture no taller than the target keeps its height.
-pub fn scaled_size(
+fn scaled_size(
     width: u32,
     height: u32,
     aspect: (i32, i32),
@@ -1239,11 +1239,11 @@ pub fn scaled_size(
 
 /// Secrets to take out of anything logged about a camera.
 #[derive(Debug, Clone, Default)]
-pub struct Secrets(Vec<String>);
+struct Secrets(Vec<String>);
 
 impl Secrets {
     /// `text` with URL user info and every secret replaced by `***`.
-    pub fn scrub(&self, text: &str) -> String {
+    fn scrub(&self, text: &str) -> String {
         let mut text = redact_userinfo(text);
         for secret in self.0.iter().filter(|secret| !secret.is_empty()) {
             text = text.replace(secret.as_str(), "***");
@@ -1253,7 +1253,7 @@ impl Secrets {
 }
 
 /// `text` with the user info of every URL in it (`scheme://user:pass@host`) replaced by `***`.
-pub fn redact_userinfo(text: &str) -> String {
+fn redact_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
