@@ -1545,6 +1545,13 @@ mod tests {
     }
 
     #[test]
+    fn the_server_handle_can_move_between_threads_and_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Restreamer>();
+        shareable::<RestreamError>();
+    }
+
+    #[test]
     fn debug_output_hides_passwords() {
         let mut camera = source("cam.a", "rtsp://admin:hunter2@cam/a");
         camera.camera_password = Some("other-secret".to_owned());
