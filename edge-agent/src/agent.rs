@@ -156,6 +156,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         devices.extend(video.adapters());
         Some((video, clip_outlets))
     };
+    let restreamer = crate::video::service::start_restream(&config.video)
+        .map_err(|error| AgentError::Adapter(error.to_string()))?;
     let (links, outlets) = journal::rules::links();
     let rules = RuleDriver::new(engine, links, live.clone(), metrics.clone());
 
@@ -262,6 +264,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             _ = &mut writer => Err(AgentError::WriterStopped),
         };
         shutdown.cancel();
+        drop(restreamer);
         let drained = tokio::time::timeout(STOP_TIMEOUT, async {
             while tasks.join_next().await.is_some() {}
         });

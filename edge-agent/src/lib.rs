@@ -17,7 +17,8 @@
 //! - [`live`]: latest point values and device status, and the bus to the stream.
 //! - [`api`]: REST, WebSocket stream, OpenAPI, metrics, authentication.
 //! - [`uplink`]: the outbox of what must reach the relay.
-//! - [`video`]: cameras; [`video::onvif`] finds their streams and reads their events.
+//! - [`video`]: cameras, clips around incidents, live view; [`video::onvif`] finds their
+//!   streams and reads their events; [`video::restream`] serves them to the LAN over RTSP.
 //! - [`agent`]: wires it all from a config.
 
 #![forbid(unsafe_code)]

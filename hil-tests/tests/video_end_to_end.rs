@@ -33,6 +33,11 @@ pre_event = "4s"
 min_free_megabytes = 16
 media_url_ttl = "1m"
 
+[video.restream]
+listen = "127.0.0.1:{restream_port}"
+username = "nvr"
+password_file = "{password}"
+
 [[video.cameras]]
 id = "cam.lobby"
 zone = "lobby"
@@ -54,6 +59,7 @@ then = [
         door = harness::door_device("io", door, 50),
         storage = storage.display(),
         password = password_file.display(),
+        restream_port = harness::free_port().unwrap_or(18554),
     )
 }
 
@@ -235,6 +241,23 @@ async fn an_incident_carries_a_clip_from_before_its_trigger() -> anyhow::Result<
     // A live URL opens nothing of another camera's scope.
     let snapshot_with_live_signature = live_url.replacen("live/live.m3u8", "snapshot.jpg", 1);
     assert_eq!(fetch(&agent, &snapshot_with_live_signature).await?.0, 403);
+
+    // A real HLS client (GStreamer's hlsdemux) plays the signed live URL.
+    let hls = discover(&format!("http://{}{live_url}", agent.api))?;
+    assert!(hls.video.starts_with("H.264"), "{hls:?}");
+
+    // Other LAN clients pull the camera re-streamed by the agent, with its RTSP credentials.
+    let config = std::fs::read_to_string(&agent.config)?;
+    let api_port = agent.api.port().to_string();
+    let listen = config
+        .lines()
+        .filter_map(|line| line.strip_prefix("listen = \"127.0.0.1:"))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .find(|port| *port != api_port)
+        .context("no restream port")?;
+    let restreamed = discover(&format!("rtsp://nvr:s3cret@127.0.0.1:{listen}/cam.lobby"))?;
+    assert!(restreamed.video.starts_with("H.264"), "{restreamed:?}");
+    assert_eq!((restreamed.width, restreamed.height), (320, 240));
     Ok(())
 }
 

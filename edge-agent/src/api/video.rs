@@ -274,7 +274,11 @@ pub async fn live_file(
     let video = video(&state)?;
     let (folder, demand) = DeviceId::new(camera.clone())
         .ok()
-        .and_then(|id| video.live(&id).map(|(folder, demand)| (folder.to_owned(), demand)))
+        .and_then(|id| {
+            video
+                .live(&id)
+                .map(|(folder, demand)| (folder.to_owned(), demand))
+        })
         .ok_or_else(|| ApiError::not_found(format!("camera `{camera}` does not exist")))?;
     let safe = !file.starts_with('.')
         && file

@@ -17,6 +17,7 @@
 //! ```
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use gatehouse_protocol::{DeviceId, PointId, ZoneId};
@@ -54,8 +55,41 @@ pub struct VideoConfig {
     /// How long a signed media URL (live view, snapshot, clip) stays valid.
     #[serde(default = "default_media_url_ttl")]
     pub media_url_ttl: Spanned<SignedDuration>,
+    /// Re-streaming to other LAN clients (an NVR, VLC) over RTSP; off when absent.
+    #[serde(default)]
+    pub restream: Option<RestreamConfig>,
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+}
+
+/// The agent's RTSP server for other LAN clients: `rtsp://LISTEN/CAMERA-ID`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestreamConfig {
+    pub listen: SocketAddr,
+    /// The user clients authenticate as (RTSP basic authentication: an NVR keeps it in its
+    /// own config, so it is stable, unlike the API's signed URLs).
+    pub username: String,
+    /// A file holding that user's password (never logged).
+    pub password_file: Spanned<PathBuf>,
+    /// Cameras with `restream = "transcode"` are served as H.264 of this height...
+    #[serde(default = "default_transcode_height")]
+    pub transcode_height: u32,
+    /// ...at this bitrate.
+    #[serde(default = "default_transcode_bitrate_kbps")]
+    pub transcode_bitrate_kbps: u32,
+}
+
+/// How a camera is re-streamed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restream {
+    /// As the camera sends it.
+    #[default]
+    Passthrough,
+    /// Decoded, scaled and encoded again as H.264 (for a thin uplink).
+    Transcode,
+    Off,
 }
 
 impl Default for VideoConfig {
@@ -67,6 +101,7 @@ impl Default for VideoConfig {
             min_free_megabytes: default_min_free_megabytes(),
             pre_event: default_pre_event(),
             media_url_ttl: default_media_url_ttl(),
+            restream: None,
             cameras: Vec::new(),
         }
     }
@@ -111,6 +146,9 @@ pub struct CameraConfig {
     pub reconnect_initial_ms: u64,
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// How `[video.restream]` serves it (cameras given by `url` only).
+    #[serde(default)]
+    pub restream: Restream,
 }
 
 /// How RTP travels from the camera.
@@ -122,6 +160,12 @@ pub enum RtspTransport {
     Udp,
 }
 
+fn default_transcode_height() -> u32 {
+    480
+}
+fn default_transcode_bitrate_kbps() -> u32 {
+    800
+}
 fn default_events() -> bool {
     true
 }
@@ -195,6 +239,15 @@ impl VideoConfig {
         if !(64..=16 * 1024 * 1024).contains(&self.disk_budget_megabytes) {
             problems.global("video.disk_budget_megabytes must be between 64 and 16777216");
         }
+        if let Some(restream) = &self.restream {
+            if !(144..=2160).contains(&restream.transcode_height) {
+                problems.global("video.restream.transcode_height must be between 144 and 2160");
+            }
+            if !(100..=20_000).contains(&restream.transcode_bitrate_kbps) {
+                problems
+                    .global("video.restream.transcode_bitrate_kbps must be between 100 and 20000");
+            }
+        }
         if self.clip_max_age_days > 36_500 {
             problems.global(
                 "video.clip_max_age_days must be at most 36500 (0 keeps clips until the budget needs the space)",
@@ -209,6 +262,15 @@ impl VideoConfig {
             check_url(camera, problems);
             for point in camera.event_points() {
                 check_point_id(&Spanned::new(camera.id.span(), point), points, problems);
+            }
+            if camera.onvif.is_some() && camera.restream != Restream::Off && self.restream.is_some()
+            {
+                problems.at(
+                    camera.id.span(),
+                    format!(
+                        "camera `{id}`: ONVIF cameras are not re-streamed yet; set restream = \"off\" or give its url"
+                    ),
+                );
             }
             if camera.password_file.is_some() && camera.username.is_none() {
                 problems.at(

@@ -1,5 +1,6 @@
 //! Video: the site's cameras, their pre-event buffers, clips around incidents, snapshots, live
-//! view, and ONVIF ([`onvif`] finds a camera's streams and reads its events).
+//! view, ONVIF ([`onvif`] finds a camera's streams and reads its events) and re-streaming to
+//! other LAN clients over RTSP ([`restream`]).
 //!
 //! See `docs/video.md` for the installer's view and ARCHITECTURE.md for where it sits.
 
@@ -8,5 +9,6 @@ pub mod config;
 pub mod feed;
 pub mod media;
 pub mod onvif;
+pub mod restream;
 pub mod service;
 pub mod signing;

@@ -30,12 +30,14 @@ use gatehouse_protocol::{DeviceId, DeviceStatus, EventBody, PointId, Quality, Zo
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use toml::Spanned;
 
 use super::buffer::{Collected, Ended};
-use super::config::{CameraConfig, VideoConfig};
+use super::config::{CameraConfig, Restream, VideoConfig};
 use super::feed::{CameraFeed, Codec, LiveDemand, LiveSettings, Sample, Source};
 use super::media::{self, MediaError};
 use super::onvif::{CameraEventKind, Credentials, MediaProfile, OnvifClient, PullPointOptions};
+use super::restream::{RestreamMode, RestreamSettings, RestreamSource, Restreamer};
 use super::signing::MediaSigner;
 use crate::adapters::{Adapter, AdapterContext, Backoff};
 use crate::journal::clips::{self, ClipOutcome, ClipRequest};
@@ -62,9 +64,9 @@ pub enum VideoError {
         #[source]
         source: std::io::Error,
     },
-    #[error("camera `{camera}`: cannot read password_file {path}: {source}")]
+    #[error("{owner}: cannot read password_file {path}: {source}")]
     Password {
-        camera: DeviceId,
+        owner: String,
         path: String,
         #[source]
         source: std::io::Error,
@@ -369,6 +371,61 @@ impl Video {
     }
 }
 
+/// Starts the RTSP re-streaming server of `[video.restream]`, if configured.
+pub fn start_restream(config: &VideoConfig) -> Result<Option<Restreamer>, VideoError> {
+    let Some(restream) = &config.restream else {
+        return Ok(None);
+    };
+    let password = read_password(&restream.password_file, "video.restream")?;
+    let mut sources = Vec::new();
+    for camera in &config.cameras {
+        let (Some(url), mode) = (&camera.url, camera.restream) else {
+            continue;
+        };
+        let mode = match mode {
+            Restream::Off => continue,
+            Restream::Passthrough => RestreamMode::Passthrough,
+            Restream::Transcode => RestreamMode::Transcode {
+                height: restream.transcode_height,
+                bitrate_kbps: restream.transcode_bitrate_kbps,
+            },
+        };
+        let camera_password = camera
+            .password_file
+            .as_ref()
+            .map(|file| read_password(file, camera.id.get_ref().as_str()))
+            .transpose()?;
+        sources.push(RestreamSource {
+            camera: camera.id.get_ref().clone(),
+            url: url.get_ref().clone(),
+            camera_user: camera.username.clone(),
+            camera_password,
+            mode,
+        });
+    }
+    let settings = RestreamSettings {
+        listen: restream.listen,
+        user: restream.username.clone(),
+        password,
+    };
+    let restreamer = Restreamer::start(&settings, &sources)
+        .map_err(|error| VideoError::GStreamer(error.to_string()))?;
+    tracing::info!(listen = %restream.listen, cameras = sources.len(),
+        encoder = restreamer.encoder().unwrap_or("none"), "re-streaming cameras over RTSP");
+    Ok(Some(restreamer))
+}
+
+/// A password file's text without its final newline.
+fn read_password(file: &Spanned<PathBuf>, owner: &str) -> Result<String, VideoError> {
+    std::fs::read_to_string(file.get_ref())
+        .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
+        .map_err(|source| VideoError::Password {
+            owner: owner.to_owned(),
+            path: file.get_ref().display().to_string(),
+            source,
+        })
+}
+
 fn camera_unit(
     camera: &CameraConfig,
     config: &VideoConfig,
@@ -378,15 +435,7 @@ fn camera_unit(
     let password = camera
         .password_file
         .as_ref()
-        .map(|file| {
-            std::fs::read_to_string(file.get_ref())
-                .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|source| VideoError::Password {
-                    camera: id.clone(),
-                    path: file.get_ref().display().to_string(),
-                    source,
-                })
-        })
+        .map(|file| read_password(file, id.as_str()))
         .transpose()?;
     let folder = storage.join("live").join(id.as_str());
     // Segments of an earlier run would be listed as if live.

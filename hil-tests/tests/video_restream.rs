@@ -1,0 +1,523 @@
+//! The agent's RTSP re-streaming (`gatehouse_edge::video::restream`) against real RTSP cameras
+//! (`gatehouse-test-camera`), read back by a real client: `gst-discoverer-1.0`, whose text
+//! output says the codec, profile and size of what it received.
+//!
+//! Needs `cargo build -p gatehouse-hil-tests --bin gatehouse-test-camera` and
+//! gstreamer1.0-plugins-base-apps (for `gst-discoverer-1.0`).
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{TcpListener, TcpStream},
+    process::{Command, Stdio},
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use gatehouse_edge::video::restream::{
+    RestreamMode, RestreamSettings, RestreamSource, Restreamer, STALL_TIMEOUT,
+};
+use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
+use gatehouse_protocol::DeviceId;
+
+const USER: &str = "nvr";
+const PASSWORD: &str = "nvr-secret";
+
+fn settings() -> RestreamSettings {
+    RestreamSettings {
+        listen: ([127, 0, 0, 1], 0).into(),
+        user: USER.to_owned(),
+        password: PASSWORD.to_owned(),
+    }
+}
+
+fn camera_id(id: &str) -> DeviceId {
+    DeviceId::new(id).unwrap_or_else(|error| panic!("{id}: {error}"))
+}
+
+fn source(id: &str, camera: &TestCamera, mode: RestreamMode) -> RestreamSource {
+    RestreamSource {
+        camera: camera_id(id),
+        url: camera.url().to_owned(),
+        camera_user: None,
+        camera_password: None,
+        mode,
+    }
+}
+
+/// Everything every test logged, to check that no camera password ever shows.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Writes log lines to the test output and to [`LOGS`].
+struct KeptLog;
+
+impl std::io::Write for KeptLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        print!("{}", String::from_utf8_lossy(bytes));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| KeptLog)
+        .with_ansi(false)
+        .with_env_filter("gatehouse_edge=debug")
+        .try_init();
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+}
+
+/// What `gst-discoverer-1.0 -v` saw of the first video stream.
+#[derive(Debug)]
+struct Discovered {
+    /// `video/x-h264` or `video/x-h265`.
+    media_type: String,
+    profile: Option<String>,
+    width: u32,
+    height: u32,
+}
+
+/// The restreamer's URL for `camera` with credentials in it.
+fn url_with(restreamer: &Restreamer, camera: &str, user: &str, password: &str) -> String {
+    restreamer
+        .url(&camera_id(camera))
+        .replacen("rtsp://", &format!("rtsp://{user}:{password}@"), 1)
+}
+
+/// Runs `gst-discoverer-1.0 -v` on `url`; returns its whole output and whether it found video.
+fn run_discoverer(url: &str) -> anyhow::Result<(String, Duration)> {
+    let started = Instant::now();
+    let output = Command::new("gst-discoverer-1.0")
+        .args(["-v", "-t", "15", url])
+        .output()
+        .context("running gst-discoverer-1.0 (apt-get install gstreamer1.0-plugins-base-apps)")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((text, started.elapsed()))
+}
+
+fn discover(url: &str) -> anyhow::Result<Discovered> {
+    let (text, _) = run_discoverer(url)?;
+    parse_discovered(&text).with_context(|| format!("gst-discoverer-1.0 said:\n{text}"))
+}
+
+/// Reads the `video #N: video/x-h26X, ..., profile=(string)P, width=(int)W, height=(int)H`
+/// line.
+fn parse_discovered(text: &str) -> anyhow::Result<Discovered> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("video #"))
+        .context("no video stream found")?;
+    let caps = line.split_once(": ").map_or("", |(_, caps)| caps);
+    let field = |name: &str| {
+        caps.split(", ").find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key == name).then(|| value.split_once(')').map_or(value, |(_, v)| v).to_owned())
+        })
+    };
+    Ok(Discovered {
+        media_type: caps.split(',').next().unwrap_or("").to_owned(),
+        profile: field("profile"),
+        width: field("width").context("no width")?.parse()?,
+        height: field("height").context("no height")?.parse()?,
+    })
+}
+
+/// Sends one RTSP DESCRIBE for `camera` and returns the answer's status code and how long it
+/// took.
+fn describe(
+    restreamer: &Restreamer,
+    camera: &str,
+    credentials: Option<(&str, &str)>,
+) -> anyhow::Result<(u16, Duration)> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", restreamer.port()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let authorization = credentials.map_or_else(String::new, |(user, password)| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64(format!("{user}:{password}").as_bytes())
+        )
+    });
+    write!(
+        stream,
+        "DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n{authorization}\r\n",
+        restreamer.url(&camera_id(camera))
+    )?;
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line)?;
+    let code = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an RTSP answer: {status_line:?}"))?;
+    Ok((code, started.elapsed()))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let group = chunk.iter().enumerate().fold(0_u32, |group, (i, byte)| {
+            group | u32::from(*byte) << (16 - 8 * i)
+        });
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(group >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the restreamer has released every camera.
+fn wait_released(restreamer: &Restreamer) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !restreamer.cameras_pulled().is_empty() {
+        if Instant::now() > deadline {
+            bail!(
+                "cameras still pulled 10 s after the client left: {:?}",
+                restreamer.cameras_pulled()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+#[test]
+fn passthrough_h264_keeps_the_cameras_picture_and_pulls_only_on_demand() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions::default())?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[source("cam.lobby", &camera, RestreamMode::Passthrough)],
+    )?;
+    ensure!(
+        restreamer.cameras_pulled().is_empty(),
+        "pulled before any client asked"
+    );
+    let url = url_with(&restreamer, "cam.lobby", USER, PASSWORD);
+
+    // Two clients at once share one pull of the camera.
+    let second_url = url.clone();
+    let second = std::thread::spawn(move || discover(&second_url));
+    let seen = discover(&url)?;
+    let seen_too = second
+        .join()
+        .map_err(|_| anyhow::anyhow!("the second client panicked"))??;
+    for seen in [&seen, &seen_too] {
+        assert_eq!(seen.media_type, "video/x-h264", "{seen:?}");
+        assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+        assert_eq!(
+            seen.profile.as_deref(),
+            Some("constrained-baseline"),
+            "{seen:?}"
+        );
+    }
+    wait_released(&restreamer)?;
+
+    // A mount that is a prefix of the camera id, or another id, is not served.
+    let (text, _) = run_discoverer(&url.replace("/cam.lobby", "/cam"))?;
+    ensure!(
+        parse_discovered(&text).is_err(),
+        "/cam served something: {text}"
+    );
+    restreamer.stop();
+    Ok(())
+}
+
+#[test]
+fn passthrough_h265_stays_h265() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions {
+        codec: "h265",
+        ..CameraOptions::default()
+    })?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[source("cam.yard", &camera, RestreamMode::Passthrough)],
+    )?;
+    let seen = discover(&url_with(&restreamer, "cam.yard", USER, PASSWORD))?;
+    assert_eq!(seen.media_type, "video/x-h265", "{seen:?}");
+    assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+    Ok(())
+}
+
+#[test]
+fn transcode_gives_480_lines_of_h264_that_players_accept() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions {
+        width: 1280,
+        height: 720,
+        bitrate_kbps: 2000,
+        ..CameraOptions::default()
+    })?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[source(
+            "cam.gate",
+            &camera,
+            RestreamMode::Transcode {
+                height: 480,
+                bitrate_kbps: 600,
+            },
+        )],
+    )?;
+    assert!(restreamer.encoder().is_some());
+    let seen = discover(&url_with(&restreamer, "cam.gate", USER, PASSWORD))?;
+    assert_eq!(seen.media_type, "video/x-h264", "{seen:?}");
+    assert_eq!((seen.width, seen.height), (854, 480), "{seen:?}");
+    let profile = seen.profile.as_deref().unwrap_or("");
+    assert!(
+        ["constrained-baseline", "baseline", "main", "high"].contains(&profile),
+        "a profile players refuse: {seen:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn clients_without_the_right_password_are_unauthorized() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions::default())?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[source("cam.lobby", &camera, RestreamMode::Passthrough)],
+    )?;
+    for credentials in [None, Some((USER, "wrong")), Some(("admin", PASSWORD))] {
+        let (status, _) = describe(&restreamer, "cam.lobby", credentials)?;
+        assert_eq!(status, 401, "{credentials:?}");
+    }
+    let (status, _) = describe(&restreamer, "cam.lobby", Some((USER, PASSWORD)))?;
+    assert_eq!(status, 200);
+    wait_released(&restreamer)?;
+    for url in [
+        url_with(&restreamer, "cam.lobby", USER, "wrong"),
+        restreamer.url(&camera_id("cam.lobby")),
+    ] {
+        let (text, _) = run_discoverer(&url)?;
+        ensure!(
+            text.contains("Unauthorized") && parse_discovered(&text).is_err(),
+            "{url}: expected Unauthorized, got:\n{text}"
+        );
+    }
+    ensure!(
+        restreamer.cameras_pulled().is_empty(),
+        "an unauthorized client made the camera be pulled"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_camera_that_needs_credentials_works_when_given_them() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions {
+        credentials: Some(("admin".to_owned(), "cam-secret".to_owned())),
+        ..CameraOptions::default()
+    })?;
+    let mut given = source("cam.office", &camera, RestreamMode::Passthrough);
+    given.camera_user = Some("admin".to_owned());
+    given.camera_password = Some("cam-secret".to_owned());
+    // The same camera, credentials in the URL.
+    let mut in_url = source("cam.office2", &camera, RestreamMode::Passthrough);
+    in_url.url = camera
+        .url()
+        .replacen("rtsp://", "rtsp://admin:cam-secret@", 1);
+    let missing = source("cam.office3", &camera, RestreamMode::Passthrough);
+    let mut refused = source("cam.office4", &camera, RestreamMode::Passthrough);
+    refused.url = camera
+        .url()
+        .replacen("rtsp://", "rtsp://admin:wrong%2Dsecret@", 1);
+    let restreamer = Restreamer::start(&settings(), &[given, in_url, missing, refused])?;
+    for id in ["cam.office", "cam.office2"] {
+        let seen = discover(&url_with(&restreamer, id, USER, PASSWORD))?;
+        assert_eq!((seen.width, seen.height), (320, 240), "{id}: {seen:?}");
+    }
+    let (text, elapsed) = run_discoverer(&url_with(&restreamer, "cam.office3", USER, PASSWORD))?;
+    ensure!(
+        parse_discovered(&text).is_err() && elapsed < Duration::from_secs(12),
+        "a camera refusing the agent served something, or hung ({elapsed:?}):\n{text}"
+    );
+    let (status, _) = describe(&restreamer, "cam.office4", Some((USER, PASSWORD)))?;
+    assert_eq!(status, 503);
+    let logs = logs();
+    ensure!(
+        logs.contains("cam.office4") && logs.contains("Unauthorized"),
+        "the refused camera was not logged:\n{logs}"
+    );
+    for secret in ["cam-secret", "wrong-secret", "wrong%2Dsecret"] {
+        ensure!(!logs.contains(secret), "{secret} is in the logs:\n{logs}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_dead_camera_fails_its_own_mount_quickly_and_no_other() -> anyhow::Result<()> {
+    init_logs();
+    let alive = TestCamera::start(CameraOptions::default())?;
+    let doomed = TestCamera::start(CameraOptions::default())?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[
+            source("cam.alive", &alive, RestreamMode::Passthrough),
+            source("cam.dead", &doomed, RestreamMode::Passthrough),
+        ],
+    )?;
+    let _stopped = doomed.kill();
+    let (text, elapsed) = run_discoverer(&url_with(&restreamer, "cam.dead", USER, PASSWORD))?;
+    ensure!(
+        parse_discovered(&text).is_err(),
+        "a dead camera served video:\n{text}"
+    );
+    ensure!(
+        elapsed < Duration::from_secs(12),
+        "the client waited {elapsed:?} for a dead camera:\n{text}"
+    );
+    let (status, elapsed) = describe(&restreamer, "cam.dead", Some((USER, PASSWORD)))?;
+    assert_eq!(status, 503, "after {elapsed:?}");
+    ensure!(
+        elapsed < Duration::from_secs(10),
+        "503 came after {elapsed:?}"
+    );
+    let (status, _) = describe(&restreamer, "cam.nobody", Some((USER, PASSWORD)))?;
+    assert_eq!(status, 404);
+    let seen = discover(&url_with(&restreamer, "cam.alive", USER, PASSWORD))?;
+    assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+    Ok(())
+}
+
+#[test]
+fn a_camera_that_stops_sending_is_dropped_and_its_clients_disconnected() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions::default())?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[source("cam.stuck", &camera, RestreamMode::Passthrough)],
+    )?;
+    let url = url_with(&restreamer, "cam.stuck", USER, PASSWORD);
+    let mut client = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "rtspsrc",
+            &format!("location={url}"),
+            "protocols=tcp",
+            "!",
+            "fakesink",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running gst-launch-1.0 (apt-get install gstreamer1.0-tools)")?;
+    let outcome = (|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while restreamer.cameras_pulled().is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "the client never made the camera be pulled"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        camera.stall()?;
+        let stalled = Instant::now();
+        let deadline = stalled + STALL_TIMEOUT + Duration::from_secs(5);
+        // The client is disconnected (gst-launch ends) and the camera released.
+        while client.try_wait()?.is_none() || !restreamer.cameras_pulled().is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "{:?} after the camera stalled: client still connected or camera still pulled ({:?})",
+                stalled.elapsed(),
+                restreamer.cameras_pulled()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(
+            stalled.elapsed() >= STALL_TIMEOUT - Duration::from_secs(1),
+            "dropped after only {:?}",
+            stalled.elapsed()
+        );
+        // Once the camera sends again, the mount serves again.
+        camera.resume()?;
+        let seen = discover(&url)?;
+        assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+        Ok(())
+    })();
+    let _ = client.kill();
+    let _ = client.wait();
+    outcome
+}
+
+#[test]
+fn a_camera_that_never_answers_does_not_hold_up_the_other_mounts() -> anyhow::Result<()> {
+    init_logs();
+    // Accepts connections and never says a word.
+    let silent = TcpListener::bind("127.0.0.1:0")?;
+    let silent_url = format!("rtsp://{}/cam", silent.local_addr()?);
+    std::thread::spawn(move || {
+        let held: Vec<TcpStream> = silent.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let alive = TestCamera::start(CameraOptions::default())?;
+    let mut hanging = source("cam.silent", &alive, RestreamMode::Passthrough);
+    hanging.url = silent_url;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[
+            hanging,
+            source("cam.alive", &alive, RestreamMode::Passthrough),
+        ],
+    )?;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let waiting = scope.spawn(|| describe(&restreamer, "cam.silent", Some((USER, PASSWORD))));
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, elapsed) = describe(&restreamer, "cam.alive", Some((USER, PASSWORD)))?;
+        assert_eq!(status, 200);
+        ensure!(
+            elapsed < Duration::from_secs(3),
+            "the live camera took {elapsed:?} while another hung"
+        );
+        let (status, elapsed) = waiting
+            .join()
+            .map_err(|_| anyhow::anyhow!("the waiting client panicked"))??;
+        assert_eq!(status, 503, "after {elapsed:?}");
+        ensure!(
+            elapsed < Duration::from_secs(12),
+            "503 came after {elapsed:?}"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn a_busy_port_is_an_error_that_names_it() -> anyhow::Result<()> {
+    init_logs();
+    let first = Restreamer::start(&settings(), &[])?;
+    let busy = RestreamSettings {
+        listen: ([127, 0, 0, 1], first.port()).into(),
+        ..settings()
+    };
+    let Err(error) = Restreamer::start(&busy, &[]) else {
+        bail!("a second server listened on port {}", first.port());
+    };
+    let text = error.to_string();
+    ensure!(
+        text.contains(&format!("127.0.0.1:{}", first.port())),
+        "the error does not name the address: {text}"
+    );
+    Ok(())
+}
