@@ -104,6 +104,8 @@ pub struct TestJournal {
     pub metrics: Arc<Metrics>,
     /// Commands the rules sent after their batch committed.
     pub rule_commands: mpsc::UnboundedReceiver<Command>,
+    /// Clips the rules asked for, after their batch committed.
+    pub rule_clips: mpsc::UnboundedReceiver<journal::clips::ClipRequest>,
     /// The rules' next deadline, as the writer publishes it.
     pub deadline: watch::Receiver<Option<Timestamp>>,
     pub folder: tempfile::TempDir,
@@ -137,6 +139,7 @@ impl TestJournal {
             live,
             metrics,
             rule_commands: outlets.commands,
+            rule_clips: outlets.clips,
             deadline: outlets.deadline,
             folder,
             thread,

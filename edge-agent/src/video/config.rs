@@ -263,7 +263,10 @@ impl VideoConfig {
             for point in camera.event_points() {
                 check_point_id(&Spanned::new(camera.id.span(), point), points, problems);
             }
-            if camera.onvif.is_some() && camera.restream != Restream::Off && self.restream.is_some()
+            if camera.url.is_none()
+                && camera.onvif.is_some()
+                && camera.restream != Restream::Off
+                && self.restream.is_some()
             {
                 problems.at(
                     camera.id.span(),
@@ -455,5 +458,69 @@ password_file = \"/p\"
                 (22, "camera `cam.c`: url has no host"),
             ],
         );
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use crate::config::Config;
+    use crate::config::section_tests::{assert_problems, messages};
+
+    #[test]
+    fn a_camera_needs_exactly_one_of_url_and_onvif() {
+        // BASE is 9 lines: the section starts at line 10.
+        let found = messages(
+            "[video.restream]
+listen = \"0.0.0.0:8554\"
+username = \"nvr\"
+password_file = \"/p\"
+transcode_height = 10
+[[video.cameras]]
+id = \"cam.a\"
+[[video.cameras]]
+id = \"cam.b\"
+url = \"rtsp://10.0.0.2/s\"
+onvif = \"10.0.0.2\"
+[[video.cameras]]
+id = \"cam.c\"
+onvif = \"10.0.0.3\"
+",
+        );
+        assert_problems(
+            &found,
+            &[
+                (16, "camera `cam.a`: needs a url (RTSP) or an onvif address"),
+                (19, "camera `cam.b`: give either url or onvif, not both"),
+                (22, "camera `cam.c`: ONVIF cameras are not re-streamed yet"),
+                (
+                    0,
+                    "video.restream.transcode_height must be between 144 and 2160",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn an_onvif_cameras_events_are_points_for_the_rules() -> anyhow::Result<()> {
+        let config = Config::parse(&format!(
+            "{}[[video.cameras]]\nid = \"cam.door\"\nzone = \"lobby\"\nonvif = \"http://10.0.0.4/onvif/device_service\"\n",
+            crate::config::section_tests::BASE
+        ))
+        .map_err(|problems| anyhow::anyhow!("{problems:?}"))?;
+        let points: Vec<String> = config
+            .rule_catalog()
+            .points
+            .iter()
+            .map(|p| p.id.to_string())
+            .collect();
+        assert_eq!(
+            points,
+            [
+                "cam.door.motion",
+                "cam.door.tamper",
+                "cam.door.line_crossed"
+            ]
+        );
+        Ok(())
     }
 }

@@ -823,3 +823,81 @@ impl CameraAdapter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_protocol::Value;
+
+    use super::*;
+    use crate::test_helpers::{SITE, TestJournal, observation, site_config_from};
+
+    #[tokio::test]
+    async fn retention_deletes_the_oldest_clips_until_under_the_budget() {
+        let storage = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let source = SITE.replace(
+            r#"then = [{ raise = { severity = "high", title = "Door opened" } }]"#,
+            r#"then = [{ raise = { severity = "high", title = "Door opened" } }, { clip = { camera = "cam.lobby" } }]"#,
+        ) + &format!(
+            "\n[video]\nstorage = \"{}\"\ndisk_budget_megabytes = 64\n[[video.cameras]]\nid = \"cam.lobby\"\nurl = \"rtsp://127.0.0.1:1/cam\"\n",
+            storage.path().display()
+        );
+        let config = site_config_from(&source);
+        let mut journal = TestJournal::with_defaults(&config);
+        let (video, _outlets) = Video::new(&config.video).unwrap_or_else(|e| panic!("{e}"));
+        let mut ids = Vec::new();
+        for open in [true, false, true, false, true] {
+            journal
+                .handle
+                .append_committed(observation("door", Value::Bool(open)))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if !open {
+                continue;
+            }
+            let request = journal
+                .rule_clips
+                .recv()
+                .await
+                .unwrap_or_else(|| panic!("no clip request"));
+            // 30 MiB each, sparse: the budget counts their length.
+            let file = format!("{}.mp4", request.id);
+            std::fs::File::create(video.clip_file(&file))
+                .and_then(|f| f.set_len(30 << 20))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let outcome = ClipOutcome::Ready {
+                file,
+                snapshot: None,
+                bytes: 30 << 20,
+                duration_ms: 30_000,
+            };
+            journal
+                .handle
+                .finish_clip(request.id, outcome)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            ids.push(request.id);
+        }
+        // 90 MiB against 64: the oldest goes, the two newest stay.
+        let deleted = video
+            .apply_retention(&journal.handle, &journal.reader)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(deleted, 1);
+        assert!(!video.clip_file(&format!("{}.mp4", ids[0])).exists());
+        let left: Vec<u64> = journal
+            .reader
+            .run(clips::ready_oldest_first)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|clip| clip.id)
+            .collect();
+        assert_eq!(left, ids[1..]);
+        // Under the budget: nothing more to do.
+        let again = video
+            .apply_retention(&journal.handle, &journal.reader)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, 0);
+    }
+}

@@ -411,3 +411,142 @@ async fn a_batch_that_fails_to_commit_is_evaluated_again_from_the_committed_stat
         .unwrap_or_else(|| panic!("incident 1 missing"));
     assert_eq!(incident.evidence[0].seq, opened);
 }
+
+/// The test site with a camera whose clip the door rule asks for, before or after its raise.
+fn clip_site(clip_first: bool, entry_delay: bool) -> Config {
+    let clip = r#"{ clip = { camera = "cam.lobby", before = "2s", after = "3s" } }"#;
+    let raise = if entry_delay {
+        r#"{ raise = { severity = "high", title = "Door opened", delay = "entry" } }"#
+    } else {
+        r#"{ raise = { severity = "high", title = "Door opened" } }"#
+    };
+    let actions = if clip_first {
+        format!("then = [{clip}, {raise}]")
+    } else {
+        format!("then = [{raise}, {clip}]")
+    };
+    let mut source = SITE.replace(
+        r#"then = [{ raise = { severity = "high", title = "Door opened" } }]"#,
+        &actions,
+    );
+    assert!(source.contains("cam.lobby"), "the door rule changed shape");
+    if entry_delay {
+        source = source.replace(
+            "mode = \"armed_away\"",
+            "mode = \"armed_away\"\nentry_delay = \"1s\"",
+        );
+    }
+    source
+        .push_str("\n[[video.cameras]]\nid = \"cam.lobby\"\nurl = \"rtsp://127.0.0.1:8554/cam\"\n");
+    site_config_from(&source)
+}
+
+#[tokio::test]
+async fn a_clip_is_recorded_with_its_trigger_and_linked_to_the_incident_in_either_order() {
+    for clip_first in [false, true] {
+        let mut journal = TestJournal::with_defaults(&clip_site(clip_first, false));
+        let seq = append(&journal, "door", Value::Bool(true)).await;
+        let request = journal
+            .rule_clips
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("no clip request"));
+        assert_eq!(request.camera.as_str(), "cam.lobby");
+        assert_eq!(request.to.duration_since(request.at).as_secs(), 3);
+        assert_eq!(request.at.duration_since(request.from).as_secs(), 2);
+        let incident = journal
+            .reader
+            .run(|c| crate::journal::query::incident(c, 1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no incident"));
+        assert_eq!(incident.clips.len(), 1, "clip first: {clip_first}");
+        assert_eq!(incident.clips[0].id, request.id);
+        assert_eq!(
+            incident.clips[0].state,
+            gatehouse_protocol::ClipState::Recording
+        );
+        let trigger = all_events(&journal.reader)
+            .into_iter()
+            .find(|e| e.seq == seq)
+            .unwrap_or_else(|| panic!("no trigger event"));
+        let clip = journal
+            .reader
+            .run(move |c| crate::journal::clips::get(c, request.id))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no clip row"));
+        assert_eq!(clip.incident, Some(1));
+        assert!(clip.trigger_at <= trigger.recorded_at);
+    }
+}
+
+#[tokio::test]
+async fn a_finished_clip_updates_its_incident_and_an_entry_delayed_raise_finds_its_clip() {
+    let mut journal = TestJournal::with_defaults(&clip_site(false, true));
+    append(&journal, "door", Value::Bool(true)).await;
+    // The clip is asked for at the trigger; the raise waits for the entry delay.
+    let request = journal
+        .rule_clips
+        .recv()
+        .await
+        .unwrap_or_else(|| panic!("no clip request"));
+    let due = next_deadline(&mut journal).await;
+    tick_at(&journal, due).await;
+    let incident = |journal: &TestJournal| {
+        let reader = journal.reader.clone();
+        async move {
+            reader
+                .run(|c| crate::journal::query::incident(c, 1))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("no incident"))
+        }
+    };
+    assert_eq!(incident(&journal).await.clips[0].id, request.id);
+
+    let outcome = crate::journal::clips::ClipOutcome::Ready {
+        file: format!("{}.mp4", request.id),
+        snapshot: None,
+        bytes: 1234,
+        duration_ms: 5_000,
+    };
+    journal
+        .handle
+        .finish_clip(request.id, outcome.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let updated = incident(&journal).await;
+    assert_eq!(updated.clips[0].state, gatehouse_protocol::ClipState::Ready);
+    // The change is an incident event, so the stream and the relay learn of it.
+    let last = incident_events(&all_events(&journal.reader)).pop();
+    assert_eq!(
+        last.map(|(change, ..)| change),
+        Some(IncidentChange::EvidenceAdded)
+    );
+    // A second outcome for the same clip changes nothing.
+    let before = all_events(&journal.reader).len();
+    journal
+        .handle
+        .finish_clip(
+            request.id,
+            crate::journal::clips::ClipOutcome::Failed {
+                reason: "late".into(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all_events(&journal.reader).len(), before);
+
+    journal
+        .handle
+        .forget_clips(vec![request.id])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gone = journal
+        .reader
+        .run(move |c| crate::journal::clips::get(c, request.id))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(gone.is_none());
+}
