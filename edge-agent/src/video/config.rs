@@ -464,7 +464,18 @@ password_file = \"/p\"
 #[cfg(test)]
 mod source_tests {
     use crate::config::Config;
-    use crate::config::section_tests::{assert_problems, messages};
+    use crate::config::section_tests::{BASE, assert_problems, messages, toml_example};
+
+    #[test]
+    fn the_example_in_the_docs_is_a_valid_config() -> anyhow::Result<()> {
+        let example = toml_example(include_str!("../../../docs/video.md"));
+        let config =
+            Config::parse(&format!("{BASE}{example}")).map_err(|p| anyhow::anyhow!("{p:?}"))?;
+        assert_eq!(config.video.cameras.len(), 2);
+        assert!(config.video.restream.is_some());
+        assert_eq!(config.video.rule_points().len(), 3);
+        Ok(())
+    }
 
     #[test]
     fn a_camera_needs_exactly_one_of_url_and_onvif() {
@@ -504,7 +515,7 @@ onvif = \"10.0.0.3\"
     fn an_onvif_cameras_events_are_points_for_the_rules() -> anyhow::Result<()> {
         let config = Config::parse(&format!(
             "{}[[video.cameras]]\nid = \"cam.door\"\nzone = \"lobby\"\nonvif = \"http://10.0.0.4/onvif/device_service\"\n",
-            crate::config::section_tests::BASE
+            BASE
         ))
         .map_err(|problems| anyhow::anyhow!("{problems:?}"))?;
         let points: Vec<String> = config
