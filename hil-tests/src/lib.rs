@@ -21,6 +21,7 @@
 
 pub mod broker;
 pub mod child_peer;
+pub mod cpu;
 pub mod harness;
 pub mod modbus_sim;
 pub mod onvif_sim;

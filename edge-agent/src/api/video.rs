@@ -208,13 +208,18 @@ pub async fn get_clip(
 ) -> Result<Json<ClipView>, ApiError> {
     principal.require(Permission::ReadState)?;
     let video = video(&state)?.clone();
+    let clip = load_clip(&state, id).await?;
+    Ok(Json(clip_view(&video, clip)))
+}
+
+/// Clip `id`, or 404.
+async fn load_clip(state: &ApiState, id: u64) -> Result<ClipRecord, ApiError> {
     let id = super::check_seq(id)?;
-    let clip = state
+    state
         .reader
         .run(move |connection| clips::get(connection, id))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("clip {id} does not exist")))?;
-    Ok(Json(clip_view(&video, clip)))
+        .ok_or_else(|| ApiError::not_found(format!("clip {id} does not exist")))
 }
 
 /// The scope a media path needs a signature for: `live:CAMERA`, `snapshot:CAMERA`, `clip:ID`.
@@ -370,12 +375,7 @@ pub async fn clip_file(
         .split_once('.')
         .and_then(|(id, extension)| Some((id.parse::<u64>().ok()?, extension)))
         .ok_or_else(|| ApiError::not_found("no such clip file"))?;
-    let id = super::check_seq(id)?;
-    let clip = state
-        .reader
-        .run(move |connection| clips::get(connection, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("clip {id} does not exist")))?;
+    let clip = load_clip(&state, id).await?;
     let (name, content_type) = match extension {
         "mp4" => (clip.file, "video/mp4"),
         "jpg" => (clip.snapshot, "image/jpeg"),

@@ -27,6 +27,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use gatehouse_edge::video::restream::{RestreamMode, RestreamSettings, RestreamSource, Restreamer};
+use gatehouse_hil_tests::cpu::cpu_seconds;
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use gatehouse_protocol::DeviceId;
 
@@ -69,7 +70,6 @@ fn main() -> anyhow::Result<()> {
         credentials: None,
         port: 0,
     })?;
-    let ticks_per_second = clock_ticks_per_second();
     println!(
         "camera: {}x{} at {} fps, H.264 {} kbit/s; {} s per mode after {} s of warm-up",
         args.width, args.height, args.fps, args.camera_bitrate, args.seconds, args.warmup_seconds
@@ -85,8 +85,8 @@ fn main() -> anyhow::Result<()> {
         ),
     ];
     for (name, mode) in modes {
-        let (cpu_per_minute, fps, encoder) = measure(&args, &camera, mode, ticks_per_second)
-            .with_context(|| format!("measuring {name}"))?;
+        let (cpu_per_minute, fps, encoder) =
+            measure(&args, &camera, mode).with_context(|| format!("measuring {name}"))?;
         println!(
             "{name:<12} {cpu_per_minute:>6.1} CPU s/min  client received {fps} fps{}",
             encoder.map_or_else(String::new, |encoder| format!("  (encoder {encoder})"))
@@ -99,7 +99,6 @@ fn measure(
     args: &Args,
     camera: &TestCamera,
     mode: RestreamMode,
-    ticks_per_second: f64,
 ) -> anyhow::Result<(f64, String, Option<&'static str>)> {
     let id = DeviceId::new("cam.bench")?;
     let restreamer = Restreamer::start(
@@ -121,10 +120,10 @@ fn measure(
         .replacen("rtsp://", &format!("rtsp://{USER}:{PASSWORD}@"), 1);
     let client = Client::start(&url)?;
     thread::sleep(Duration::from_secs(args.warmup_seconds));
-    let before = cpu_ticks()?;
+    let before = cpu_seconds("self")?;
     let started = Instant::now();
     thread::sleep(Duration::from_secs(args.seconds));
-    let ticks = cpu_ticks()? - before;
+    let seconds = cpu_seconds("self")? - before;
     let elapsed = started.elapsed().as_secs_f64();
     let fps = client.last_average_fps();
     client.stop();
@@ -133,34 +132,7 @@ fn measure(
     }
     let encoder = restreamer.encoder();
     restreamer.stop();
-    Ok((ticks / ticks_per_second * 60.0 / elapsed, fps, encoder))
-}
-
-/// This process's user + system time in clock ticks, all threads (`/proc/self/stat` fields 14
-/// and 15).
-fn cpu_ticks() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("/proc/self/stat has no ')'")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // after_name starts at field 3 (state): utime is field 14, stime 15.
-    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// `getconf CLK_TCK`, or Linux's usual 100.
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
+    Ok((seconds * 60.0 / elapsed, fps, encoder))
 }
 
 /// A `gst-launch-1.0` client that reports the frame rate it receives.

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use gatehouse_hil_tests::cpu::cpu_seconds;
 use gatehouse_hil_tests::harness::{self, AgentProcess, GUARD_TOKEN};
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use gatehouse_hil_tests::video_check::frame_brightness;
@@ -62,20 +63,6 @@ struct Args {
     /// each), so live-view segments are written.
     #[arg(long)]
     watch: bool,
-}
-
-/// Seconds of CPU (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may hold spaces: fields start after its closing parenthesis.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("malformed /proc stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / rustix::param::clock_ticks_per_second() as f64)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -207,7 +194,7 @@ then = [{ clip = { camera = "cam1", before = "5s", after = "5s" } }]
             .collect()
     };
     let camera_cpu = |cams: &[TestCamera]| -> anyhow::Result<f64> {
-        cams.iter().map(|c| cpu_seconds(c.pid())).sum()
+        cams.iter().map(|c| cpu_seconds(&c.pid().to_string())).sum()
     };
     // The baseline, in the same window: GStreamer alone reading camera 1 the way the agent
     // does (RTSP over TCP, depayload, parse), into a fakesink.
@@ -232,8 +219,8 @@ then = [{ clip = { camera = "cam1", before = "5s", after = "5s" } }]
         .iter()
         .filter_map(|c| c["live_url"].as_str().map(str::to_owned))
         .collect();
-    let (agent_before, cams_before) = (cpu_seconds(agent.pid())?, camera_cpu(&cams)?);
-    let baseline_before = cpu_seconds(baseline.id())?;
+    let (agent_before, cams_before) = (cpu_seconds(&agent.pid().to_string())?, camera_cpu(&cams)?);
+    let baseline_before = cpu_seconds(&baseline.id().to_string())?;
     let frames_before = frames(&list);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(args.seconds) {
@@ -245,9 +232,9 @@ then = [{ clip = { camera = "cam1", before = "5s", after = "5s" } }]
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let agent_share = (cpu_seconds(agent.pid())? - agent_before) / elapsed;
+    let agent_share = (cpu_seconds(&agent.pid().to_string())? - agent_before) / elapsed;
     let cams_share = (camera_cpu(&cams)? - cams_before) / elapsed;
-    let baseline_share = (cpu_seconds(baseline.id())? - baseline_before) / elapsed;
+    let baseline_share = (cpu_seconds(&baseline.id().to_string())? - baseline_before) / elapsed;
     let _ = baseline.kill();
     let _ = baseline.wait();
     let frames_after = frames(&cameras(&agent).await?);
