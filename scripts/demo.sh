@@ -11,12 +11,13 @@ root=$(pwd)
 scripts/install-deps.sh
 echo "demo: building (release; the first build takes a few minutes)" >&2
 cargo build --release --locked -p gatehouse-edge -p gatehouse-relay -p gatehouse-hil-tests \
-    --bin gatehouse-edge --bin gatehouse-relay --bin gatehouse-modbus-sim
+    --bin gatehouse-edge --bin gatehouse-relay --bin gatehouse-modbus-sim --bin gatehouse-test-camera
 
-bin="$root/target/release"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
 data="$root/demo-data"
-# The demo's fixed loopback ports: the site API, the relay API, the simulator, the broker.
-for port in 8080 8443 5020 18883 18884; do
+# The demo's fixed loopback ports: the site API, the relay API, the simulator, the broker,
+# the camera.
+for port in 8080 8443 5020 18883 18884 8554; do
     if ss -Hltn "sport = :$port" | grep -q .; then
         echo "demo: port $port is already in use (another demo?); stop what listens there:" >&2
         ss -Hltnp "sport = :$port" >&2
@@ -92,6 +93,7 @@ make_user() { # name role -> sets token_<name> and hash_<name>
 make_user admin admin
 make_user guard guard
 sed -e "s|^path = .*|path = \"$data/journal.db\"|" \
+    -e "s|^storage = .*|storage = \"$data/video\"|" \
     -e "s|0000000000000000000000000000000000000000000000000000000000000001|$hash_admin|" \
     -e "s|0000000000000000000000000000000000000000000000000000000000000002|$hash_guard|" \
     edge-agent/examples/site.toml >"$data/site.toml"
@@ -130,6 +132,9 @@ wait_healthy relay "$relay/health" "$data/relay.log" "${pids[-1]}"
     --dir "$data/identity" --config "$data/site.toml" >/dev/null
 
 "$bin/gatehouse-modbus-sim" --listen 127.0.0.1:5020 --demo 2>"$data/simulator.log" &
+pids+=($!)
+# The lobby camera: an RTSP test picture with the clock on it.
+"$bin/gatehouse-test-camera" --port 8554 --until-killed </dev/null >/dev/null 2>"$data/camera.log" &
 pids+=($!)
 # As the shipped service unit does (edge-agent/deploy/gatehouse-edge.service).
 MALLOC_ARENA_MAX=2 "$bin/gatehouse-edge" run --config "$data/site.toml" 2>"$data/agent.log" &
@@ -179,10 +184,14 @@ cat <<TEXT
          -d '{"mode":"disarmed"}' $api/zones/lobby/mode
     curl -H "Authorization: Bearer $token_admin" -X POST -H 'content-type: application/json' \\
          -d '{"point":"lobby.door.lock","value":false}' $api/devices/lobby-io/commands
+    curl -H "Authorization: Bearer $token_guard" $api/cameras       (signed live_url, snapshot_url)
+    curl -H "Authorization: Bearer $token_guard" "$api/clips?incident=1"
+      (each intrusion's clip: media_url is an MP4 from 5 s before the door opened; the URL
+       works without a token for 5 minutes: curl -o clip.mp4 "http://127.0.0.1:8080MEDIA_URL")
     curl -H "Authorization: Bearer $token_guard" "$api/events/export" > recorded.jsonl
     $bin/gatehouse-edge rules test --config $data/site.toml --events recorded.jsonl
 
-  Logs: $data/agent.log, relay.log, mosquitto.log, simulator.log.   Ctrl-C stops the demo.
+  Logs: $data/agent.log, relay.log, mosquitto.log, simulator.log, camera.log.   Ctrl-C stops the demo.
 
 TEXT
 wait -n "${pids[@]}"

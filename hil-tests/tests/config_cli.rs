@@ -159,23 +159,27 @@ fn rules_test_replays_recorded_events_and_says_what_fired() -> anyhow::Result<()
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
-        lines[0].contains("rule lobby-intrusion: entry delay in zone lobby"),
+        lines[0].contains("rule lobby-intrusion: clip of cam.lobby from"),
         "{stdout}"
     );
     assert!(
-        lines[1].contains("rule lobby-intrusion: incident 1 opened: high \"Intrusion: lobby.door.open opened in lobby\""),
+        lines[1].contains("rule lobby-intrusion: entry delay in zone lobby"),
         "{stdout}"
     );
     assert!(
-        lines[2].contains("rule lobby-door-held: incident 2 opened"),
+        lines[2].contains("rule lobby-intrusion: incident 1 opened: high \"Intrusion: lobby.door.open opened in lobby\""),
         "{stdout}"
     );
     assert!(
-        lines[3].contains("rule lobby-intrusion: incident 1 escalated (step 1) to critical"),
+        lines[3].contains("rule lobby-door-held: incident 2 opened"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("replayed 2 events: 2 incidents, 0 commands; actions by rule: lobby-door-held ×1, lobby-intrusion ×2"),
+        lines[4].contains("rule lobby-intrusion: incident 1 escalated (step 1) to critical"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("replayed 2 events: 2 incidents, 0 commands; actions by rule: lobby-door-held ×1, lobby-intrusion ×3"),
         "{stdout}"
     );
 

@@ -16,7 +16,7 @@ use gstreamer::{glib, prelude::*};
 use gstreamer_rtsp_server::{self as rtsp, prelude::*};
 
 const LONG_ABOUT: &str = "\
-Serves one camera over RTSP at rtsp://ADDRESS:PORT/cam until stdin closes. The picture is
+Serves one camera over RTSP at rtsp://ADDRESS:PORT/cam until stdin closes (or until killed, with --until-killed). The picture is
 videotestsrc with the local wall-clock time (to the second) at the top left and the stream's
 running time at the top right, encoded by x264enc or x265enc with one key frame per second.
 One pipeline is shared by every client, so all of them see the same frames.
@@ -28,7 +28,7 @@ command, answered by one line (`ok`, or `error REASON`):
   pattern NAME   show videotestsrc's pattern NAME (smpte, black, white, red, ball, ...)
   stall          stop sending frames; the RTSP session stays up (a camera that hangs)
   resume         send frames again
-A closed stdin stops the camera.";
+A closed stdin stops the camera, unless --until-killed.";
 
 /// An RTSP test camera (videotestsrc through gstreamer-rtsp-server).
 #[derive(Debug, Parser)]
@@ -56,6 +56,9 @@ struct Args {
     user: Option<String>,
     #[arg(long, requires = "user")]
     password: Option<String>,
+    /// Serve until killed, without reading commands from stdin (for the demo).
+    #[arg(long)]
+    until_killed: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -146,6 +149,10 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}:{}", args.address, args.port))?;
     println!("ready rtsp://{}:{}/cam", args.address, server.bound_port());
 
+    if args.until_killed {
+        main_loop.run();
+        return Ok(());
+    }
     let stopper = main_loop.clone();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
