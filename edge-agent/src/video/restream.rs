@@ -560,7 +560,7 @@ impl CameraPlan {
                 ("camera {}: {reason}", self.camera)
             ));
         }
-        self.watch_flow(&bin, &pipeline, &state);
+        self.watch_flow(media, &bin, &pipeline, &state);
     }
 
     /// `rtspsrc` for the camera; the rest is built when its video pad appears.
@@ -930,11 +930,11 @@ impl CameraPlan {
                 clients = disconnected.len(),
                 "restream: disconnected the clients of a failed camera media"
             );
-            let _ = thread::Builder::new()
-                .name("restream-stop".to_owned())
-                .spawn(move || {
-                    let _ = media.unprepare();
-                });
+            // Closing its clients' sessions unprepares the shared media. Unpreparing it here
+            // as well (from any thread) raced with that and aborted the process in GStreamer
+            // 1.22 (`finish_unprepare: assertion failed: (handlers != NULL)`), so the server
+            // alone stops it.
+            drop(media);
         });
     }
 
@@ -944,7 +944,13 @@ impl CameraPlan {
     /// clients: `CameraPlan::drop_media`).
     ///
     /// (Not by asking the media: `gst_rtsp_media_get_status` blocks while it prepares.)
-    fn watch_flow(&self, bin: &gst::Bin, pipeline: &gst::Pipeline, state: &Arc<MediaState>) {
+    fn watch_flow(
+        self: &Arc<Self>,
+        media: &rtsp::RTSPMedia,
+        bin: &gst::Bin,
+        pipeline: &gst::Pipeline,
+        state: &Arc<MediaState>,
+    ) {
         let flowing = Arc::clone(state);
         bin.connect_pad_added(move |_, pad| {
             let flowing = Arc::clone(&flowing);
@@ -958,6 +964,7 @@ impl CameraPlan {
         });
         let camera = self.camera.clone();
         let (weak_bin, weak_pipeline) = (bin.downgrade(), pipeline.downgrade());
+        let (plan, weak_media) = (Arc::clone(self), media.downgrade());
         let state = Arc::clone(state);
         let spawned = thread::Builder::new()
             .name("restream-watchdog".to_owned())
@@ -983,12 +990,18 @@ impl CameraPlan {
                         state.saw_data();
                         None
                     } else {
-                        (state.since_data() > STALL_TIMEOUT).then(|| {
-                            format!(
-                                "camera {camera} sent no video for {} s",
-                                STALL_TIMEOUT.as_secs()
-                            )
-                        })
+                        if state.since_data() > STALL_TIMEOUT {
+                            // Its clients are disconnected, which stops the media. Not by
+                            // an error on the bin: the media's own error handling and the
+                            // clients' teardown both unprepared it, which aborted the
+                            // process in GStreamer 1.22 (`finish_unprepare: assertion
+                            // failed: (handlers != NULL)`), about one run in three.
+                            tracing::warn!(camera = %camera, stalled_for = STALL_TIMEOUT.as_secs(),
+                                "restream: camera sent no video while watched; disconnecting its clients");
+                            plan.drop_media(&weak_media);
+                            return;
+                        }
+                        None
                     };
                     if let Some(reason) = reason {
                         bin.post_error_message(gst::error_msg!(
