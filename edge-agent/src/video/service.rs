@@ -324,8 +324,18 @@ impl Video {
         journal: &JournalHandle,
         reader: &Reader,
     ) -> Result<usize, crate::journal::JournalError> {
+        self.apply_retention_at(journal, reader, Timestamp::now())
+            .await
+    }
+
+    /// [`Video::apply_retention`] as if it were `now`.
+    async fn apply_retention_at(
+        &self,
+        journal: &JournalHandle,
+        reader: &Reader,
+        now: Timestamp,
+    ) -> Result<usize, crate::journal::JournalError> {
         let done = reader.run(clips::ready_oldest_first).await?;
-        let now = Timestamp::now();
         let mut total: u64 = done
             .iter()
             .map(|clip| self.clip_bytes(clip.file.as_deref(), clip.snapshot.as_deref()))
@@ -832,7 +842,7 @@ mod tests {
     use crate::test_helpers::{SITE, TestJournal, observation, site_config_from};
 
     #[tokio::test]
-    async fn retention_deletes_the_oldest_clips_until_under_the_budget() {
+    async fn retention_deletes_the_oldest_clips_past_the_budget_then_by_age() {
         let storage = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let source = SITE.replace(
             r#"then = [{ raise = { severity = "high", title = "Door opened" } }]"#,
@@ -899,5 +909,13 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again, 0);
+        // 31 days on, past clip_max_age_days (30 by default): the rest go too.
+        let later = Timestamp::now() + SignedDuration::from_hours(31 * 24);
+        let aged = video
+            .apply_retention_at(&journal.handle, &journal.reader, later)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(aged, 2);
+        assert!(!video.clip_file(&format!("{}.mp4", ids[2])).exists());
     }
 }
