@@ -463,6 +463,57 @@ fn a_camera_that_stops_sending_is_dropped_and_its_clients_disconnected() -> anyh
 }
 
 #[test]
+fn a_camera_that_dies_while_watched_disconnects_its_clients_and_comes_back() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions::default())?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[source("cam.dies", &camera, RestreamMode::Passthrough)],
+    )?;
+    let url = url_with(&restreamer, "cam.dies", USER, PASSWORD);
+    let mut client = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "rtspsrc",
+            &format!("location={url}"),
+            "protocols=tcp",
+            "!",
+            "fakesink",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running gst-launch-1.0 (apt-get install gstreamer1.0-tools)")?;
+    let outcome = (|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while restreamer.cameras_pulled().is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "the client never made the camera be pulled"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stopped = camera.kill();
+        let deadline = Instant::now() + STALL_TIMEOUT + Duration::from_secs(10);
+        while client.try_wait()?.is_none() || !restreamer.cameras_pulled().is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "client still connected or camera still pulled after the camera died ({:?})",
+                restreamer.cameras_pulled()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _camera = stopped.restart()?;
+        let seen = discover(&url)?;
+        assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+        Ok(())
+    })();
+    let _ = client.kill();
+    let _ = client.wait();
+    outcome
+}
+
+#[test]
 fn a_camera_that_never_answers_does_not_hold_up_the_other_mounts() -> anyhow::Result<()> {
     init_logs();
     // Accepts connections and never says a word.
