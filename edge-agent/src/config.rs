@@ -315,6 +315,11 @@ pub(crate) fn check_point_id(
     }
 }
 
+/// The password in a `password_file`: the file's text without its final line break.
+pub(crate) fn read_password_file(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path).map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// Whether reconnect backoff settings are sane: 50 ≤ initial ≤ max ≤ 3600000 ms.
 pub(crate) fn check_reconnect(initial_ms: u64, max_ms: u64) -> bool {
     (50..=3_600_000).contains(&initial_ms) && initial_ms <= max_ms && max_ms <= 3_600_000

@@ -14,6 +14,7 @@
 //! - [`test_camera`]: an RTSP camera (gstreamer-rtsp-server, `src/bin/gatehouse-test-camera.rs`)
 //!   that can change its picture, stall and come back, and a camera that answers junk.
 //! - [`video_check`]: gst-discoverer and a decoder to check the clips the agent writes.
+//! - [`small_disk`]: a size-limited tmpfs for full-disk tests.
 //! - [`child_peer`]: a peer device in a child process, driven by lines on its stdin.
 //! - `src/bin/gatehouse-modbus-sim.rs`: simulated devices for the demo and benchmarks.
 
@@ -28,5 +29,6 @@ pub mod onvif_sim;
 pub mod pymodbus_peer;
 pub mod relay;
 pub mod serial_line;
+pub mod small_disk;
 pub mod test_camera;
 pub mod video_check;

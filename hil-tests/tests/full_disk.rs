@@ -3,45 +3,14 @@
 //!
 //! The disk is a small tmpfs mounted for the test, so the test needs root (CI runs as root).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use gatehouse_hil_tests::harness::{self, ADMIN_TOKEN, AgentProcess, GUARD_TOKEN, StreamClient};
+use gatehouse_hil_tests::small_disk::SmallDisk;
 use gatehouse_protocol::{Event, Value};
-
-/// A tmpfs of `size` mounted at `path` for the life of the value.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> anyhow::Result<SmallDisk> {
-        std::fs::create_dir_all(path)?;
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .context("cannot run mount")?;
-        if !status.success() {
-            bail!(
-                "mounting a tmpfs failed: this test needs root (run the suite as root, as CI does)"
-            );
-        }
-        Ok(SmallDisk {
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 async fn metric(api: std::net::SocketAddr, name: &str) -> anyhow::Result<u64> {
     let text = reqwest::Client::new()
@@ -62,14 +31,14 @@ async fn metric(api: std::net::SocketAddr, name: &str) -> anyhow::Result<u64> {
 async fn a_full_disk_holds_events_back_and_loses_none_that_were_shown() -> anyhow::Result<()> {
     let folder = tempfile::tempdir()?;
     let disk = SmallDisk::mount(&folder.path().join("disk"), "3m")?;
-    let filler = disk.path.join("filler");
+    let filler = disk.path().join("filler");
     std::fs::write(&filler, vec![0u8; 1024 * 1024])?;
 
     let sim = Arc::new(harness::simulator().await?);
     let port = harness::free_port()?;
     let config = format!(
         "{}{}{}",
-        harness::site_header(port, &disk.path.join("journal.db")).replace(
+        harness::site_header(port, &disk.path().join("journal.db")).replace(
             "synchronous = \"full\"",
             "synchronous = \"full\"\nbatch_max_events = 64"
         ),

@@ -5,12 +5,12 @@
 //! nothing else.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use gatehouse_hil_tests::harness::{self, ADMIN_TOKEN, AgentProcess, GUARD_TOKEN};
 use gatehouse_hil_tests::onvif_sim::{OnvifSim, OnvifSimOptions};
+use gatehouse_hil_tests::small_disk::SmallDisk;
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use gatehouse_hil_tests::video_check::{discover, frame_brightness};
 use serde_json::Value as Json;
@@ -295,30 +295,6 @@ async fn a_camera_that_drops_is_reported_and_comes_back() -> anyhow::Result<()> 
     let _camera = stopped.restart()?;
     wait_camera(&agent, "online").await?;
     Ok(())
-}
-
-/// A tmpfs of `size` at `path` for the test's life (needs root, as CI runs).
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(path)?;
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "mounting a tmpfs failed: this test needs root"
-        );
-        Ok(Self(path.to_owned()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -223,17 +223,21 @@ pub fn list(
 
 /// Clips still recording (after a restart, their pre-event video is gone).
 pub fn recording(connection: &Connection) -> Result<Vec<ClipRecord>, JournalError> {
-    let mut statement = connection.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM clips WHERE state = 'recording' ORDER BY id"
-    ))?;
-    let rows = statement.query_map([], record)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    oldest_first(connection, "state = 'recording'")
 }
 
-/// Ready clips oldest first: what retention walks.
-pub fn ready_oldest_first(connection: &Connection) -> Result<Vec<ClipRecord>, JournalError> {
+/// Finished clips (ready or failed) oldest first: what retention walks.
+pub fn finished_oldest_first(connection: &Connection) -> Result<Vec<ClipRecord>, JournalError> {
+    oldest_first(connection, "state != 'recording'")
+}
+
+/// The clips matching `condition` (a constant SQL expression), by id.
+fn oldest_first(
+    connection: &Connection,
+    condition: &'static str,
+) -> Result<Vec<ClipRecord>, JournalError> {
     let mut statement = connection.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM clips WHERE state != 'recording' ORDER BY id"
+        "SELECT {COLUMNS} FROM clips WHERE {condition} ORDER BY id"
     ))?;
     let rows = statement.query_map([], record)?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -65,11 +65,15 @@ pub fn write_mp4(codec: Codec, frames: &[Sample], path: &Path) -> Result<Duratio
     std::fs::File::open(&partial)
         .and_then(|file| file.sync_all())
         .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|source| MediaError::File {
-            path: path.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| file_error(path, source))?;
     Ok(duration)
+}
+
+fn file_error(path: &Path, source: std::io::Error) -> MediaError {
+    MediaError::File {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Decodes `frames` (a key frame and what follows) and encodes the last picture as a JPEG.
@@ -135,10 +139,7 @@ pub fn write_jpeg(jpeg: &[u8], path: &Path) -> Result<(), MediaError> {
             file.sync_all()
         })
         .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|source| MediaError::File {
-            path: path.display().to_string(),
-            source,
-        })
+        .map_err(|source| file_error(path, source))
 }
 
 fn appsrc(first: &Sample) -> Result<gst_app::AppSrc, gst::glib::BoolError> {

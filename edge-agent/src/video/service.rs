@@ -50,6 +50,8 @@ const LIVE_SEGMENT_SECONDS: u32 = 1;
 const LIVE_PLAYLIST_LENGTH: u32 = 3;
 /// How often retention and the free-space check run.
 const STORAGE_EVERY: Duration = Duration::from_secs(60);
+/// Why no clip is written while the storage is short of space (clips' and cameras' reason).
+const DISK_LOW: &str = "recording stopped: the video storage is short of free space";
 /// How often clips whose camera went silent are ended.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
@@ -242,9 +244,7 @@ impl Video {
         self.check_free_space();
         let refused = match self.cameras.get(&request.camera) {
             None => Some(format!("camera `{}` is not configured", request.camera)),
-            Some(_) if self.disk_low() => {
-                Some("recording stopped: the video storage is short of free space".to_owned())
-            }
+            Some(_) if self.disk_low() => Some(DISK_LOW.to_owned()),
             Some(unit) => {
                 unit.feed.collect(request.id, request.from, request.to);
                 None
@@ -335,7 +335,7 @@ impl Video {
         reader: &Reader,
         now: Timestamp,
     ) -> Result<usize, crate::journal::JournalError> {
-        let done = reader.run(clips::ready_oldest_first).await?;
+        let done = reader.run(clips::finished_oldest_first).await?;
         let mut total: u64 = done
             .iter()
             .map(|clip| self.clip_bytes(clip.file.as_deref(), clip.snapshot.as_deref()))
@@ -427,13 +427,11 @@ pub fn start_restream(config: &VideoConfig) -> Result<Option<Restreamer>, VideoE
 
 /// A password file's text without its final newline.
 fn read_password(file: &Spanned<PathBuf>, owner: &str) -> Result<String, VideoError> {
-    std::fs::read_to_string(file.get_ref())
-        .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
-        .map_err(|source| VideoError::Password {
-            owner: owner.to_owned(),
-            path: file.get_ref().display().to_string(),
-            source,
-        })
+    crate::config::read_password_file(file.get_ref()).map_err(|source| VideoError::Password {
+        owner: owner.to_owned(),
+        path: file.get_ref().display().to_string(),
+        source,
+    })
 }
 
 fn camera_unit(
@@ -502,7 +500,7 @@ async fn write_clips(
         video.check_free_space();
         let outcome = if video.disk_low() {
             ClipOutcome::Failed {
-                reason: "recording stopped: the video storage is short of free space".into(),
+                reason: DISK_LOW.into(),
             }
         } else {
             write_clip(&unit, clip, &video).await
@@ -803,10 +801,7 @@ impl CameraAdapter {
     /// Online, or degraded while recording is stopped for want of space.
     fn healthy_status(&self) -> (DeviceStatus, Option<String>) {
         if self.video.disk_low() {
-            (
-                DeviceStatus::Degraded,
-                Some("recording stopped: the video storage is short of free space".into()),
-            )
+            (DeviceStatus::Degraded, Some(DISK_LOW.into()))
         } else {
             (DeviceStatus::Online, None)
         }
@@ -896,7 +891,7 @@ mod tests {
         assert!(!video.clip_file(&format!("{}.mp4", ids[0])).exists());
         let left: Vec<u64> = journal
             .reader
-            .run(clips::ready_oldest_first)
+            .run(clips::finished_oldest_first)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .into_iter()

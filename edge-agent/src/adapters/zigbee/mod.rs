@@ -75,17 +75,14 @@ impl ZigbeeBridge {
             .broker_address()
             .map_err(|message| anyhow::anyhow!("zigbee bridge `{id}`: {message}"))?;
         let password = match &config.password_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path.get_ref())
-                    .map_err(|error| {
-                        anyhow::anyhow!(
-                            "zigbee bridge `{id}`: cannot read password_file {}: {error}",
-                            path.get_ref().display()
-                        )
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
+            Some(path) => Some(crate::config::read_password_file(path.get_ref()).map_err(
+                |error| {
+                    anyhow::anyhow!(
+                        "zigbee bridge `{id}`: cannot read password_file {}: {error}",
+                        path.get_ref().display()
+                    )
+                },
+            )?),
             None => None,
         };
         let tls = if address.tls {
