@@ -8,11 +8,12 @@ set -euo pipefail
 # GStreamer: the video adapter (libraries, RTSP server for re-streaming and the test camera),
 # its codecs (x264/x265 in -ugly/-bad, avdec in -libav), gst-discoverer (-base-apps) for tests,
 # and the test camera's clock overlay (-x holds the Pango elements; it needs a font).
+# chromium: the LAN console's live view is tested and measured in a headless browser.
 packages=(build-essential pkg-config python3 python3-venv ca-certificates curl protobuf-compiler mosquitto mosquitto-clients tzdata socat
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps
     gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-    gstreamer1.0-x fonts-dejavu-core)
+    gstreamer1.0-x fonts-dejavu-core chromium)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -14,6 +14,9 @@
 //! - [`test_camera`]: an RTSP camera (gstreamer-rtsp-server, `src/bin/gatehouse-test-camera.rs`)
 //!   that can change its picture, stall and come back, and a camera that answers junk.
 //! - [`video_check`]: gst-discoverer and a decoder to check the clips the agent writes.
+//! - [`glass`]: a wall-clock bar code the test camera draws on each frame, and the page-side
+//!   reader that turns it into glass-to-screen latency.
+//! - [`browser`]: headless Chromium driven over the DevTools protocol.
 //! - [`small_disk`]: a size-limited tmpfs for full-disk tests.
 //! - [`child_peer`]: a peer device in a child process, driven by lines on its stdin.
 //! - `src/bin/gatehouse-modbus-sim.rs`: simulated devices for the demo and benchmarks.
@@ -21,8 +24,10 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod browser;
 pub mod child_peer;
 pub mod cpu;
+pub mod glass;
 pub mod harness;
 pub mod modbus_sim;
 pub mod onvif_sim;

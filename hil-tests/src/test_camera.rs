@@ -34,6 +34,8 @@ pub struct CameraOptions {
     pub credentials: Option<(String, String)>,
     /// The port to listen on; 0 picks a free one. A restarted camera reuses its port.
     pub port: u16,
+    /// Stamp each frame with its encoding time ([`crate::glass`]).
+    pub stamp: bool,
 }
 
 impl Default for CameraOptions {
@@ -46,6 +48,7 @@ impl Default for CameraOptions {
             bitrate_kbps: 500,
             credentials: None,
             port: 0,
+            stamp: false,
         }
     }
 }
@@ -79,6 +82,9 @@ impl TestCamera {
         ]);
         if let Some((user, password)) = &options.credentials {
             command.args(["--user", user, "--password", password]);
+        }
+        if options.stamp {
+            command.arg("--stamp");
         }
         let (peer, url) = ChildPeer::spawn("the test camera", command, STARTUP_TIMEOUT)?;
         let port = url

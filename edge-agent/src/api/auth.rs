@@ -122,7 +122,7 @@ pub fn new_token() -> String {
     format!("gh_{}", hex::encode(bytes))
 }
 
-/// The only paths served without a token.
+/// The only paths served without a token, with the console's files.
 const PUBLIC_PATHS: &[&str] = &["/api/v1/health"];
 
 /// Media URLs carry a signature instead of a token: their router checks it on every route
@@ -136,6 +136,7 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     if PUBLIC_PATHS.contains(&request.uri().path())
+        || super::console::is_public(request.uri().path())
         || request.uri().path().starts_with(SIGNED_PREFIX)
     {
         return Ok(next.run(request).await);

@@ -2,11 +2,13 @@
 //!
 //! [`router`] builds everything from an [`ApiState`] and can be driven in tests with
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request, even to an unknown path,
-//! passes [`auth::authenticate`], which lets only `/api/v1/health` through without a token;
-//! handlers then check the permission they need.
+//! passes [`auth::authenticate`], which lets only `/api/v1/health` and the LAN console's static
+//! files ([`console`]) through without a token, and `/media/v1` with a signed URL; handlers
+//! then check the permission they need.
 
 pub mod auth;
 mod catalog;
+mod console;
 mod devices;
 pub mod error;
 mod events;
@@ -76,6 +78,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             video::verify_signature,
         ));
     Router::new()
+        .route("/", get(console::root))
+        .route("/console/", get(console::file))
+        .route("/console/{file}", get(console::file))
         .route("/api/v1/health", get(system::health))
         .route("/api/v1/devices", get(devices::list_devices))
         .route("/api/v1/devices/{id}", get(devices::get_device))

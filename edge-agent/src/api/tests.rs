@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode, header};
 use gatehouse_protocol::Value;
 use http_body_util::BodyExt;
 use serde_json::{Value as Json, json};
@@ -169,6 +169,46 @@ async fn every_route_but_health_refuses_a_missing_or_unknown_token() {
     let (status, body) = get(&f.app, "/api/v1/secret", "guard").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn the_console_s_files_are_public_and_locked_down_and_nothing_else_is() {
+    let f = fixture().await;
+    for path in [
+        "/console/",
+        "/console/console.js",
+        "/console/live.js",
+        "/console/console.css",
+    ] {
+        let response = send(&f.app, path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap_or_default();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+    }
+    let response = send(&f.app, "/").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/console/");
+    // Anything else under /console needs a token like the rest, then does not exist.
+    for path in ["/console/secret.js", "/console/../api/v1/zones", "/console"] {
+        let (status, _) = call(&f.app, Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let (status, _) = get(&f.app, "/console/secret.js", "guard").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A GET without a token, answered with its headers.
+async fn send(app: &Router, path: &str) -> axum::response::Response {
+    let request = Request::get(path)
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    app.clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]

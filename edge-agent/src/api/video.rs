@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -21,6 +21,7 @@ use super::ApiState;
 use super::auth::{Permission, Principal};
 use super::error::{ApiError, Json, Path, Query};
 use crate::journal::clips::{self, ClipRecord};
+use crate::video::llhls::{LiveError, Ready, Wanted};
 use crate::video::service::Video;
 use crate::video::signing::SignatureError;
 
@@ -117,7 +118,7 @@ pub async fn list_cameras(
                 codec: unit.feed.codec().map(|codec| codec.name().to_owned()),
                 frames: unit.feed.frames(),
                 live_url: format!(
-                    "/media/v1/cameras/{id}/live/live.m3u8?{}",
+                    "/media/v1/cameras/{id}/live/index.m3u8?{}",
                     video.signer.query(&format!("live:{id}"), seconds)
                 ),
                 snapshot_url: format!(
@@ -269,80 +270,109 @@ pub async fn verify_signature(
     Ok(next.run(request).await)
 }
 
-/// A file of a camera's live view: the playlist (its segment URLs signed like it) or a
-/// segment.
+/// A file of a camera's live view (Low-Latency HLS, see [`crate::video::llhls`]):
+/// `index.m3u8` (multivariant: codec and size), `live.m3u8` (media playlist; blocks on
+/// `_HLS_msn` and `_HLS_part`), `init-V.mp4`, `part-M-I.mp4` (blocks while it is the next
+/// part) and `segment-M.mp4`. Every URI in a playlist carries the playlist's own signature.
 pub async fn live_file(
     State(state): State<Arc<ApiState>>,
     Path((camera, file)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let video = video(&state)?;
-    let (folder, demand) = DeviceId::new(camera.clone())
+    let live = DeviceId::new(camera.clone())
         .ok()
-        .and_then(|id| {
-            video
-                .live(&id)
-                .map(|(folder, demand)| (folder.to_owned(), demand))
-        })
+        .and_then(|id| video.live(&id))
         .ok_or_else(|| ApiError::not_found(format!("camera `{camera}` does not exist")))?;
-    let safe = !file.starts_with('.')
-        && file
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !safe {
-        return Err(ApiError::not_found("no such live-view file"));
-    }
-    let path = folder.join(&file);
-    let playlist = file.ends_with(".m3u8");
-    if playlist && demand.touch() {
-        // Nobody watched: what is on disk is old. Segments start at the next key frame.
-        let _ = tokio::fs::remove_file(&path).await;
-    }
-    let mut waited = Duration::ZERO;
-    let bytes = loop {
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => break bytes,
-            Err(_) if playlist && waited < FIRST_PLAYLIST_WAIT => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                waited += Duration::from_millis(100);
+    let query = request.uri().query().unwrap_or_default();
+    let wanted = live_request(&file, query)?;
+    live.touch();
+    let signed = signature_query(query);
+    let answer = live
+        .wait_for(wanted, LIVE_WAIT, |ready| match ready {
+            Ready::Playlist(playlist) if file == "index.m3u8" => {
+                Bytes::from(playlist.multivariant(&format!("live.m3u8?{signed}")))
             }
-            Err(_) => {
-                return Err(ApiError::not_found(format!(
-                    "camera `{camera}` has no live video yet (it may be offline)"
-                )));
-            }
-        }
+            Ready::Playlist(playlist) => Bytes::from(playlist.media(&signed)),
+            Ready::Bytes(bytes) => bytes.clone(),
+        })
+        .await
+        .map_err(|error| match error {
+            LiveError::NotReady => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_video",
+                format!("camera `{camera}`: {error}"),
+            ),
+            LiveError::TooFarAhead(_) => ApiError::bad_request(error.to_string()),
+            LiveError::Gone => ApiError::not_found(error.to_string()),
+        })?;
+    let (content_type, cache) = if file.ends_with(".m3u8") {
+        ("application/vnd.apple.mpegurl", "no-cache")
+    } else {
+        ("video/mp4", "private, max-age=60")
     };
-    if playlist {
-        let query = request.uri().query().unwrap_or_default();
-        let playlist = sign_playlist(&String::from_utf8_lossy(&bytes), query);
-        return Ok(media_response(
-            playlist.into_bytes(),
-            "application/vnd.apple.mpegurl",
-            "no-cache",
-        ));
-    }
-    Ok(media_response(bytes, "video/mp2t", "private, max-age=60"))
+    Ok(media_response(answer, content_type, cache))
 }
 
-/// How long the first playlist request of a viewer waits for live view to start (a key frame
-/// and a segment).
-const FIRST_PLAYLIST_WAIT: Duration = Duration::from_secs(5);
+/// How long a live-view request waits: for the first key frame of a new viewer, for a
+/// blocking playlist reload, or for the hinted next part.
+const LIVE_WAIT: Duration = Duration::from_secs(5);
 
-/// Appends the playlist's own signed query to each segment it lists.
-fn sign_playlist(playlist: &str, query: &str) -> String {
-    playlist
-        .lines()
-        .map(|line| {
-            if line.is_empty() || line.starts_with('#') {
-                line.to_owned()
-            } else {
-                format!("{line}?{query}")
+/// What a live-view file name (and the playlist's `_HLS_` parameters) asks for.
+fn live_request(file: &str, query: &str) -> Result<Wanted, ApiError> {
+    let number = |text: &str, what: &str| {
+        text.parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("{what} `{text}` is not a number")))
+    };
+    let no_such = || ApiError::not_found(format!("no such live-view file `{file}`"));
+    match file {
+        "index.m3u8" => Ok(Wanted::Playlist),
+        "live.m3u8" => {
+            let (mut msn, mut part) = (None, None);
+            for pair in query.split('&') {
+                match pair.split_once('=') {
+                    Some(("_HLS_msn", value)) => msn = Some(number(value, "_HLS_msn")?),
+                    Some(("_HLS_part", value)) => part = Some(number(value, "_HLS_part")?),
+                    _ => {}
+                }
             }
-        })
+            match (msn, part) {
+                (None, None) => Ok(Wanted::Playlist),
+                (Some(msn), part) => Ok(Wanted::Blocking {
+                    msn,
+                    part: part.map(|p| p as usize),
+                }),
+                (None, Some(_)) => Err(ApiError::bad_request("_HLS_part needs _HLS_msn")),
+            }
+        }
+        _ => {
+            let stem = file.strip_suffix(".mp4").ok_or_else(no_such)?;
+            if let Some(version) = stem.strip_prefix("init-") {
+                Ok(Wanted::Init(number(version, "init version")?))
+            } else if let Some(msn) = stem.strip_prefix("segment-") {
+                Ok(Wanted::Segment(number(msn, "segment")?))
+            } else if let Some((msn, part)) = stem
+                .strip_prefix("part-")
+                .and_then(|rest| rest.split_once('-'))
+            {
+                Ok(Wanted::Part {
+                    msn: number(msn, "segment")?,
+                    part: number(part, "part")? as usize,
+                })
+            } else {
+                Err(no_such())
+            }
+        }
+    }
+}
+
+/// The signature parameters of a media query, for the URIs a playlist lists.
+fn signature_query(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| pair.starts_with("expires=") || pair.starts_with("signature="))
         .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+        .join("&")
 }
 
 /// A JPEG of a camera's newest picture.
@@ -393,8 +423,12 @@ pub async fn clip_file(
     Ok(media_response(bytes, content_type, "private, max-age=300"))
 }
 
-fn media_response(bytes: Vec<u8>, content_type: &'static str, cache: &'static str) -> Response {
-    let mut response = Body::from(bytes).into_response();
+fn media_response(
+    bytes: impl Into<Body>,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response {
+    let mut response = bytes.into().into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
@@ -428,11 +462,46 @@ mod tests {
     }
 
     #[test]
-    fn playlists_carry_their_signature_to_each_segment() {
-        let playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nsegment00003.ts\n";
+    fn live_file_names_say_what_they_want() {
+        assert_eq!(live_request("index.m3u8", "").ok(), Some(Wanted::Playlist));
         assert_eq!(
-            sign_playlist(playlist, "expires=5&signature=ab"),
-            "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nsegment00003.ts?expires=5&signature=ab\n"
+            live_request("live.m3u8", "expires=1&_HLS_msn=12&_HLS_part=3").ok(),
+            Some(Wanted::Blocking {
+                msn: 12,
+                part: Some(3)
+            })
+        );
+        assert_eq!(
+            live_request("live.m3u8", "_HLS_msn=12").ok(),
+            Some(Wanted::Blocking {
+                msn: 12,
+                part: None
+            })
+        );
+        assert_eq!(live_request("init-2.mp4", "").ok(), Some(Wanted::Init(2)));
+        assert_eq!(
+            live_request("part-7-4.mp4", "").ok(),
+            Some(Wanted::Part { msn: 7, part: 4 })
+        );
+        assert_eq!(
+            live_request("segment-7.mp4", "").ok(),
+            Some(Wanted::Segment(7))
+        );
+        let bad = |file, query| match live_request(file, query) {
+            Ok(wanted) => format!("accepted as {wanted:?}"),
+            Err(error) => error.message,
+        };
+        assert!(bad("live.m3u8", "_HLS_msn=x").contains("_HLS_msn `x` is not a number"));
+        assert!(bad("live.m3u8", "_HLS_part=1").contains("needs _HLS_msn"));
+        assert!(bad("part-7.mp4", "").contains("no such live-view file `part-7.mp4`"));
+        assert!(bad("../media.key", "").contains("no such live-view file"));
+    }
+
+    #[test]
+    fn playlists_pass_on_only_the_signature() {
+        assert_eq!(
+            signature_query("expires=5&_HLS_msn=3&signature=ab&_HLS_part=1"),
+            "expires=5&signature=ab"
         );
     }
 }

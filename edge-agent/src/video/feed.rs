@@ -1,10 +1,10 @@
 //! One camera's feed: the GStreamer pipeline that pulls its RTSP stream, fills its
-//! [pre-event buffer](super::buffer) and, while someone watches, writes its live-view
-//! segments ([`LiveDemand`]).
+//! [pre-event buffer](super::buffer) and, while someone watches, its
+//! [live view](super::llhls).
 //!
 //! ```text
-//! rtspsrc ─► rtph26Xdepay ─► h26Xparse ─► (avc/hvc1, whole frames) ─► tee ─► queue ─► appsink ─► PreEventBuffer
-//!    │                                                                    └─► queue ─► h26Xparse ─► hlssink2 (live view)
+//! rtspsrc ─► rtph26Xdepay ─► h26Xparse ─► (avc/hvc1, whole frames) ─► queue ─► appsink ─┬─► PreEventBuffer
+//!    │                                                                                   └─► LiveStream (if watched)
 //!    └─ audio and other pads ─► fakesink
 //! ```
 //!
@@ -14,8 +14,7 @@
 //! supervisor reconnects with backoff. Clips and snapshots are written from the buffered
 //! frames by [`super::media`], on blocking threads, never in the feed's streaming thread.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::buffer::{Collected, Frame, PreEventBuffer};
 use super::config::RtspTransport;
+use super::llhls::{LiveFrame, LiveStream};
 
 /// Where and how to reach a camera.
 #[derive(Clone)]
@@ -46,57 +46,6 @@ impl std::fmt::Debug for Source {
             .field("username", &self.username)
             .field("transport", &self.transport)
             .finish_non_exhaustive()
-    }
-}
-
-/// Live-view segments: where, how many to keep, and whether anyone watches.
-#[derive(Debug, Clone)]
-pub struct LiveSettings {
-    pub folder: PathBuf,
-    /// Seconds per segment (segments are cut at key frames).
-    pub segment_seconds: u32,
-    /// Segments listed in the playlist.
-    pub playlist_length: u32,
-    pub demand: Arc<LiveDemand>,
-}
-
-/// Live view on demand: segments are written only while someone fetched the playlist in the
-/// last [`LiveDemand::LINGER`]; otherwise the branch drops frames before muxing, so a camera
-/// nobody watches costs only its ingest. When a viewer comes, writing starts at the next key
-/// frame.
-#[derive(Debug, Default)]
-pub struct LiveDemand {
-    /// Unix milliseconds until which segments are written.
-    until_ms: AtomicI64,
-    /// Whether the current run of segments started (at a key frame).
-    started: AtomicBool,
-}
-
-impl LiveDemand {
-    /// How long segments keep being written after the last playlist request.
-    pub const LINGER: SignedDuration = SignedDuration::from_secs(30);
-
-    /// A viewer asked: keep writing for [`Self::LINGER`]. Returns whether writing was idle
-    /// (the segments on disk, if any, are old).
-    pub fn touch(&self) -> bool {
-        let now = Timestamp::now().as_millisecond();
-        let until = now + Self::LINGER.as_millis() as i64;
-        self.until_ms.swap(until, Ordering::Relaxed) < now
-    }
-
-    /// Whether a frame goes on to the segments.
-    fn pass(&self, keyframe: bool) -> bool {
-        if self.until_ms.load(Ordering::Relaxed) < Timestamp::now().as_millisecond() {
-            self.started.store(false, Ordering::Relaxed);
-            return false;
-        }
-        if self.started.load(Ordering::Relaxed) {
-            return true;
-        }
-        if keyframe {
-            self.started.store(true, Ordering::Relaxed);
-        }
-        keyframe
     }
 }
 
@@ -272,7 +221,7 @@ impl CameraFeed {
     pub async fn play(
         &self,
         source: &Source,
-        live: Option<&LiveSettings>,
+        live: Option<&Arc<LiveStream>>,
         stall_timeout: SignedDuration,
         online: impl FnOnce(Codec),
     ) -> FeedError {
@@ -335,7 +284,7 @@ impl CameraFeed {
     fn build(
         &self,
         source: &Source,
-        live: Option<&LiveSettings>,
+        live: Option<&Arc<LiveStream>>,
         run: u64,
     ) -> Result<gst::Pipeline, FeedError> {
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", self.name));
@@ -383,7 +332,7 @@ impl CameraFeed {
         &self,
         pipeline: &gst::Pipeline,
         pad: &gst::Pad,
-        live: Option<&LiveSettings>,
+        live: Option<&Arc<LiveStream>>,
         run: u64,
     ) -> Result<(), FeedError> {
         let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
@@ -429,19 +378,11 @@ impl CameraFeed {
         let mp4 = gst::ElementFactory::make("capsfilter")
             .property("caps", codec.mp4_caps())
             .build()?;
-        let tee = gst::ElementFactory::make("tee").name("video").build()?;
-        let queue = gst::ElementFactory::make("queue").build()?;
-        let sink = self.appsink(run);
-        let mut chain = vec![depay, parse, mp4, tee.clone(), queue, sink.upcast()];
+        let queue = gst::ElementFactory::make("queue").name("video").build()?;
+        let sink = self.appsink(run, codec, live.cloned());
+        let chain = [depay, parse, mp4, queue, sink.upcast()];
         pipeline.add_many(&chain)?;
         gst::Element::link_many(&chain)?;
-        if let Some(live) = live {
-            let branch = live_branch(codec, live)?;
-            pipeline.add_many(&branch)?;
-            gst::Element::link_many(&branch)?;
-            tee.link(&branch[0])?;
-            chain.extend(branch);
-        }
         for element in &chain {
             element.sync_state_with_parent()?;
         }
@@ -459,7 +400,8 @@ impl CameraFeed {
         pipeline.by_name("video").is_some()
     }
 
-    fn appsink(&self, run: u64) -> gst_app::AppSink {
+    /// The frames' end: the pre-event buffer, and the live view while someone watches.
+    fn appsink(&self, run: u64, codec: Codec, live: Option<Arc<LiveStream>>) -> gst_app::AppSink {
         let shared = Arc::clone(&self.shared);
         gst_app::AppSink::builder()
             .sync(false)
@@ -475,6 +417,14 @@ impl CameraFeed {
                             ),
                             None => return Ok(gst::FlowSuccess::Ok),
                         };
+                        if let Some(live) = &live {
+                            let frame = LiveFrame {
+                                sample: &sample,
+                                codec,
+                                keyframe,
+                            };
+                            live.offer(&frame, run);
+                        }
                         let frame = Frame {
                             at: Timestamp::now(),
                             keyframe,
@@ -507,46 +457,6 @@ impl Drop for Stopping {
     fn drop(&mut self) {
         let _ = self.0.set_state(gst::State::Null);
     }
-}
-
-/// queue ! parse (to MPEG-TS's byte-stream) ! hlssink2, writing into `live.folder` while
-/// [`LiveDemand`] says someone watches.
-fn live_branch(codec: Codec, live: &LiveSettings) -> Result<Vec<gst::Element>, FeedError> {
-    let queue = gst::ElementFactory::make("queue").build()?;
-    let demand = Arc::clone(&live.demand);
-    if let Some(pad) = queue.static_pad("sink") {
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let keyframe = info
-                .buffer()
-                .is_some_and(|buffer| !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT));
-            if demand.pass(keyframe) {
-                gst::PadProbeReturn::Ok
-            } else {
-                gst::PadProbeReturn::Drop
-            }
-        });
-    }
-    let parse = gst::ElementFactory::make(codec.parser())
-        .property("config-interval", -1_i32)
-        .build()?;
-    let hls = gst::ElementFactory::make("hlssink2")
-        .property(
-            "location",
-            live.folder
-                .join("segment%05d.ts")
-                .to_string_lossy()
-                .to_string(),
-        )
-        .property(
-            "playlist-location",
-            live.folder.join("live.m3u8").to_string_lossy().to_string(),
-        )
-        .property("target-duration", live.segment_seconds)
-        .property("playlist-length", live.playlist_length)
-        .property("max-files", live.playlist_length + 2)
-        .property("send-keyframe-requests", false)
-        .build()?;
-    Ok(vec![queue, parse, hls])
 }
 
 /// The error a bus message reports, if it is one: element, message and details.

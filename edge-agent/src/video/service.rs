@@ -10,8 +10,8 @@
 //!   and a task per camera writes the MP4 and its snapshot (at the trigger) on a blocking
 //!   thread, then records the outcome in the journal ([`JournalHandle::finish_clip`]), which
 //!   updates the incident. A clip whose camera sends nothing fails with that reason.
-//! - **Storage**: `clips/` holds `ID.mp4` and `ID.jpg`; `live/CAMERA/` the live-view
-//!   segments (a few seconds per camera, rewritten in place). Every minute retention deletes
+//! - **Live view** is packaged in memory while someone watches ([`LiveStream`]).
+//! - **Storage**: `clips/` holds `ID.mp4` and `ID.jpg`. Every minute retention deletes
 //!   clips past their age, then the oldest until under the budget. While the file system has
 //!   less free space than `min_free_megabytes`, no clip is written: each camera reports
 //!   `degraded` with the reason (an event the rules and the console see), and clips asked for
@@ -34,7 +34,8 @@ use toml::Spanned;
 
 use super::buffer::{Collected, Ended};
 use super::config::{CameraConfig, Restream, VideoConfig};
-use super::feed::{CameraFeed, Codec, LiveDemand, LiveSettings, Sample, Source};
+use super::feed::{CameraFeed, Codec, Sample, Source};
+use super::llhls::LiveStream;
 use super::media::{self, MediaError};
 use super::onvif::{CameraEventKind, Credentials, MediaProfile, OnvifClient, PullPointOptions};
 use super::restream::{RestreamMode, RestreamSettings, RestreamSource, Restreamer};
@@ -45,9 +46,6 @@ use crate::journal::{JournalHandle, Reader};
 
 /// Most bytes a camera's pre-event buffer holds (a 8 Mbit/s camera fills it in 64 s).
 const BUFFER_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// Live-view segments: seconds each, and how many the playlist lists.
-const LIVE_SEGMENT_SECONDS: u32 = 1;
-const LIVE_PLAYLIST_LENGTH: u32 = 3;
 /// How often retention and the free-space check run.
 const STORAGE_EVERY: Duration = Duration::from_secs(60);
 /// Why no clip is written while the storage is short of space (clips' and cameras' reason).
@@ -83,7 +81,7 @@ pub struct CameraUnit {
     /// Where the stream is: an RTSP URL, or found through ONVIF.
     source: Source,
     onvif: Option<OnvifLink>,
-    live: LiveSettings,
+    live: Arc<LiveStream>,
     stall_timeout: SignedDuration,
     backoff: (Duration, Duration),
 }
@@ -131,7 +129,7 @@ impl Video {
         let mut cameras = HashMap::new();
         let mut outlets = Vec::new();
         for camera in &config.cameras {
-            let (unit, clips) = camera_unit(camera, config, &storage)?;
+            let (unit, clips) = camera_unit(camera, config)?;
             let unit = Arc::new(unit);
             cameras.insert(unit.id.clone(), unit.clone());
             outlets.push((unit, clips));
@@ -181,11 +179,9 @@ impl Video {
         self.storage.join("clips").join(name)
     }
 
-    /// The live-view folder of a camera, and its demand (a viewer touches it).
-    pub fn live(&self, camera: &DeviceId) -> Option<(&Path, &LiveDemand)> {
-        self.cameras
-            .get(camera)
-            .map(|unit| (unit.live.folder.as_path(), unit.live.demand.as_ref()))
+    /// A camera's live view.
+    pub fn live(&self, camera: &DeviceId) -> Option<&LiveStream> {
+        self.cameras.get(camera).map(|unit| unit.live.as_ref())
     }
 
     /// A JPEG of the camera's newest picture.
@@ -437,7 +433,6 @@ fn read_password(file: &Spanned<PathBuf>, owner: &str) -> Result<String, VideoEr
 fn camera_unit(
     camera: &CameraConfig,
     config: &VideoConfig,
-    storage: &Path,
 ) -> Result<(CameraUnit, mpsc::UnboundedReceiver<Collected<Sample>>), VideoError> {
     let id = camera.id.get_ref().clone();
     let password = camera
@@ -445,13 +440,6 @@ fn camera_unit(
         .as_ref()
         .map(|file| read_password(file, id.as_str()))
         .transpose()?;
-    let folder = storage.join("live").join(id.as_str());
-    // Segments of an earlier run would be listed as if live.
-    let _ = std::fs::remove_dir_all(&folder);
-    std::fs::create_dir_all(&folder).map_err(|source| VideoError::Storage {
-        path: folder.display().to_string(),
-        source,
-    })?;
     let keep = *config.pre_event.get_ref();
     let (feed, clips) = CameraFeed::new(id.as_str(), keep, BUFFER_MAX_BYTES);
     let unit = CameraUnit {
@@ -472,12 +460,7 @@ fn camera_unit(
             profile: camera.profile.clone(),
             points: camera.event_points(),
         }),
-        live: LiveSettings {
-            folder,
-            segment_seconds: LIVE_SEGMENT_SECONDS,
-            playlist_length: LIVE_PLAYLIST_LENGTH,
-            demand: Arc::default(),
-        },
+        live: Arc::default(),
         stall_timeout: *camera.stall_timeout.get_ref(),
         backoff: (
             Duration::from_millis(camera.reconnect_initial_ms),

@@ -67,8 +67,7 @@ fn main() -> anyhow::Result<()> {
         height: args.height,
         fps: args.fps,
         bitrate_kbps: args.camera_bitrate,
-        credentials: None,
-        port: 0,
+        ..CameraOptions::default()
     })?;
     println!(
         "camera: {}x{} at {} fps, H.264 {} kbit/s; {} s per mode after {} s of warm-up",

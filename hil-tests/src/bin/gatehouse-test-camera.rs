@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
+use gatehouse_hil_tests::glass;
 use gstreamer as gst;
 use gstreamer::{glib, prelude::*};
 use gstreamer_rtsp_server::{self as rtsp, prelude::*};
@@ -22,6 +23,10 @@ running time at the top right, encoded by x264enc or x265enc with one key frame 
 One pipeline is shared by every client, so all of them see the same frames.
 
 With --user and --password, clients must authenticate (RTSP basic authentication).
+
+With --stamp, each frame carries the wall-clock time it was handed to the encoder (Unix
+milliseconds), as a bar code in its bottom 16 rows, so that whoever shows the frame can tell how
+old it is: glass-to-screen latency. See `gatehouse_hil_tests::glass` for its layout.
 
 When it listens it prints `ready rtsp://ADDRESS:PORT/cam`. Then each line on stdin is a
 command, answered by one line (`ok`, or `error REASON`):
@@ -56,6 +61,10 @@ struct Args {
     user: Option<String>,
     #[arg(long, requires = "user")]
     password: Option<String>,
+    /// Stamp each frame with the time it is encoded, as a bar code (needs a width of at least
+    /// 256 and a multiple of 8).
+    #[arg(long)]
+    stamp: bool,
     /// Serve until killed, without reading commands from stdin (for the demo).
     #[arg(long)]
     until_killed: bool,
@@ -101,7 +110,7 @@ fn main() -> anyhow::Result<()> {
          ! video/x-raw,width={width},height={height},framerate={fps}/1 \
          ! clockoverlay time-format=\"%H:%M:%S\" halignment=left valignment=top font-desc=\"Sans 24\" \
          ! timeoverlay halignment=right valignment=top font-desc=\"Sans 24\" \
-         ! videoconvert ! video/x-raw,format=I420 ! {encoder} \
+         ! videoconvert ! video/x-raw,format=I420 ! identity name=stamp ! {encoder} \
          ! valve name=valve drop=false ! {payloader} name=pay0 pt=96 config-interval=-1 )",
         width = args.width,
         height = args.height,
@@ -117,13 +126,34 @@ fn main() -> anyhow::Result<()> {
     let factory = rtsp::RTSPMediaFactory::new();
     factory.set_launch(&launch);
     factory.set_shared(true);
+    if args.stamp && (args.width < 256 || args.width % 8 != 0 || args.height % 2 != 0) {
+        bail!("--stamp needs a width of at least 256 that is a multiple of 8, and an even height");
+    }
     let controls = Arc::new(Mutex::new(Controls::default()));
     let configured = Arc::clone(&controls);
+    let (width, height, stamp) = (args.width as usize, args.height as usize, args.stamp);
     factory.connect_media_configure(move |_, media| {
         let element = media.element();
         let Ok(bin) = element.downcast::<gst::Bin>() else {
             return;
         };
+        if let Some(pad) = bin
+            .by_name("stamp")
+            .and_then(|identity| identity.static_pad("src"))
+            .filter(|_| stamp)
+        {
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(buffer) = info.buffer_mut() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    if let Ok(mut map) = buffer.make_mut().map_writable() {
+                        glass::stamp_i420(map.as_mut_slice(), width, height, now);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         let mut controls = configured.lock().unwrap_or_else(PoisonError::into_inner);
         controls.source = bin.by_name("source");
         controls.valve = bin.by_name("valve");

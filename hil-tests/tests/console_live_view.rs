@@ -1,0 +1,126 @@
+//! The LAN console in a real browser (headless Chromium): a guard signs in with a token, sees
+//! the cameras and opens one's live view, which plays the agent's Low-Latency HLS through
+//! Media Source Extensions. The test camera stamps every frame with the time it was encoded;
+//! the page reads the stamp back off each frame it shows, so what is checked is that the guard
+//! sees the camera live, frame after frame, not a page that merely loaded.
+//! (How old the frames are is a figure of `gatehouse-video-bench`, not an assertion here.)
+
+use std::time::Duration;
+
+use gatehouse_hil_tests::browser::Browser;
+use gatehouse_hil_tests::glass::read_stamps_expression;
+use gatehouse_hil_tests::harness::{AgentProcess, GUARD_TOKEN};
+use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
+
+fn site(camera_url: &str, storage: &std::path::Path) -> String {
+    format!(
+        r#"[video]
+storage = "{storage}"
+pre_event = "2s"
+min_free_megabytes = 16
+
+[[video.cameras]]
+id = "cam.lobby"
+url = "{camera_url}"
+reconnect_initial_ms = 200
+reconnect_max_ms = 1000
+"#,
+        storage = storage.display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guard_signs_in_and_watches_a_camera_live() -> anyhow::Result<()> {
+    let folder = tempfile::tempdir()?;
+    let camera = TestCamera::start(CameraOptions {
+        width: 640,
+        height: 360,
+        fps: 25,
+        bitrate_kbps: 1500,
+        stamp: true,
+        ..CameraOptions::default()
+    })?;
+    let agent =
+        AgentProcess::start_site(folder.path(), &site(camera.url(), &folder.path().join("v")))
+            .await?;
+    let console = format!("http://{}/", agent.api);
+    let mut browser = Browser::launch().await?;
+
+    // A wrong token is refused and said so; nothing is shown.
+    browser.open(&console).await?;
+    sign_in(&mut browser, "gh_wrong").await?;
+    browser
+        .wait_until(
+            "document.getElementById('sign-in-error').textContent.includes('refused')",
+            Duration::from_secs(10),
+        )
+        .await?;
+    assert_eq!(
+        browser
+            .evaluate("document.getElementById('cameras').hidden")
+            .await?,
+        true
+    );
+
+    // The guard's token shows the camera, online, with a snapshot.
+    sign_in(&mut browser, GUARD_TOKEN).await?;
+    browser
+        .wait_until(
+            "document.querySelector('[data-camera=\"cam.lobby\"] .status-online') !== null",
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log()))?;
+    browser
+        .wait_until(
+            "document.querySelector('[data-camera=\"cam.lobby\"] img').naturalWidth === 640",
+            Duration::from_secs(20),
+        )
+        .await?;
+
+    // Live view: the page shows frames the camera encoded moments ago, one after another.
+    browser
+        .evaluate("document.querySelector('[data-camera=\"cam.lobby\"] button').click()")
+        .await?;
+    browser
+        .wait_until(
+            "document.getElementById('live').currentTime > 1",
+            Duration::from_secs(20),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log()))?;
+    let measured = browser.evaluate(&read_stamps_expression(4.0)).await?;
+    let ages: Vec<f64> = measured["ages"]
+        .as_array()
+        .map(|ages| ages.iter().filter_map(|a| a.as_f64()).collect())
+        .unwrap_or_default();
+    let frames = measured["frames"].as_u64().unwrap_or(0);
+    assert!(
+        frames >= 50,
+        "4 s of 25 frames/s showed {frames} frames: {measured}"
+    );
+    assert!(
+        ages.len() as u64 >= frames * 9 / 10,
+        "stamps unreadable: {measured}"
+    );
+    // Live, not a recording: every frame shown (each a new one) is seconds old at most.
+    assert!(
+        ages.iter().all(|&age| (-100.0..10_000.0).contains(&age)),
+        "{ages:?}"
+    );
+    let status = browser
+        .evaluate("document.getElementById('viewer-status').textContent")
+        .await?;
+    assert_eq!(status, "Live");
+    Ok(())
+}
+
+async fn sign_in(browser: &mut Browser, token: &str) -> anyhow::Result<()> {
+    browser
+        .evaluate(&format!(
+            "document.getElementById('token').value = {token:?}; \
+             document.getElementById('sign-in').requestSubmit();"
+        ))
+        .await?;
+    Ok(())
+}
