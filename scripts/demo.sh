@@ -164,6 +164,7 @@ cat <<TEXT
   Site API:     $api   (OpenAPI document: $api/openapi.json)
   admin token:  $token_admin
   guard token:  $token_guard
+  LAN console:  http://127.0.0.1:8080/   (sign in with the guard token; Live plays the camera)
 
   HQ relay API: $relay
   HQ operator token: $token_hq

@@ -156,8 +156,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         devices.extend(video.adapters());
         Some((video, clip_outlets))
     };
-    let restreamer = crate::video::service::start_restream(&config.video)
-        .map_err(|error| AgentError::Adapter(error.to_string()))?;
+    let restreamer = crate::video::service::start_restream(
+        &config.video,
+        video.as_ref().map(|(v, _)| v.as_ref()),
+    )
+    .map_err(|error| AgentError::Adapter(error.to_string()))?;
     let (links, outlets) = journal::rules::links();
     let rules = RuleDriver::new(engine, links, live.clone(), metrics.clone());
 

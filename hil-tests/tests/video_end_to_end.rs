@@ -412,8 +412,10 @@ async fn a_full_video_disk_stops_recording_and_says_so() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_onvif_cameras_motion_raises_an_incident_with_its_clip() -> anyhow::Result<()> {
+async fn an_onvif_cameras_motion_raises_an_incident_with_its_clip_and_it_is_re_streamed()
+-> anyhow::Result<()> {
     let folder = tempfile::tempdir()?;
+    let restream_port = harness::free_port()?;
     let camera = TestCamera::start(camera_options())?;
     let sim = OnvifSim::start(OnvifSimOptions {
         user: "viewer".into(),
@@ -429,6 +431,11 @@ async fn an_onvif_cameras_motion_raises_an_incident_with_its_clip() -> anyhow::R
 [video]
 storage = "{storage}"
 pre_event = "3s"
+
+[video.restream]
+listen = "127.0.0.1:{restream_port}"
+username = "nvr"
+password_file = "{password}"
 
 [[video.cameras]]
 id = "cam.lobby"
@@ -448,6 +455,7 @@ then = [
         storage = folder.path().join("video").display(),
         onvif = sim.device_url(),
         password = password.display(),
+        restream_port = restream_port,
     );
     let agent = AgentProcess::start_site(folder.path(), &config).await?;
     // The stream URL came from ONVIF's GetStreamUri.
@@ -460,5 +468,10 @@ then = [
     assert_eq!(incident["title"], "Motion in the lobby");
     let clip = wait_clip(&agent, incident["id"].as_u64().context("id")?).await?;
     assert_eq!(clip["state"], "ready", "{clip}");
+    // NVRs pull it re-streamed, from the stream URI ONVIF gave, with the camera's credentials.
+    let restreamed = discover(&format!(
+        "rtsp://nvr:s3cret@127.0.0.1:{restream_port}/cam.lobby"
+    ))?;
+    assert!(restreamed.video.starts_with("H.264"), "{restreamed:?}");
     Ok(())
 }

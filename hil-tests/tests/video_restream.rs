@@ -9,13 +9,14 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{TcpListener, TcpStream},
     process::{Command, Stdio},
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
 use gatehouse_edge::video::restream::{
-    RestreamMode, RestreamSettings, RestreamSource, Restreamer, STALL_TIMEOUT,
+    DiscoveredUrl, RestreamMode, RestreamSettings, RestreamSource, Restreamer, STALL_TIMEOUT,
+    StreamUrl,
 };
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use gatehouse_protocol::DeviceId;
@@ -38,7 +39,7 @@ fn camera_id(id: &str) -> DeviceId {
 fn source(id: &str, camera: &TestCamera, mode: RestreamMode) -> RestreamSource {
     RestreamSource {
         camera: camera_id(id),
-        url: camera.url().to_owned(),
+        url: StreamUrl::Fixed(camera.url().to_owned()),
         camera_user: None,
         camera_password: None,
         mode,
@@ -336,14 +337,18 @@ fn a_camera_that_needs_credentials_works_when_given_them() -> anyhow::Result<()>
     given.camera_password = Some("cam-secret".to_owned());
     // The same camera, credentials in the URL.
     let mut in_url = source("cam.office2", &camera, RestreamMode::Passthrough);
-    in_url.url = camera
-        .url()
-        .replacen("rtsp://", "rtsp://admin:cam-secret@", 1);
+    in_url.url = StreamUrl::Fixed(
+        camera
+            .url()
+            .replacen("rtsp://", "rtsp://admin:cam-secret@", 1),
+    );
     let missing = source("cam.office3", &camera, RestreamMode::Passthrough);
     let mut refused = source("cam.office4", &camera, RestreamMode::Passthrough);
-    refused.url = camera
-        .url()
-        .replacen("rtsp://", "rtsp://admin:wrong%2Dsecret@", 1);
+    refused.url = StreamUrl::Fixed(camera.url().replacen(
+        "rtsp://",
+        "rtsp://admin:wrong%2Dsecret@",
+        1,
+    ));
     let restreamer = Restreamer::start(&settings(), &[given, in_url, missing, refused])?;
     for id in ["cam.office", "cam.office2"] {
         let seen = discover(&url_with(&restreamer, id, USER, PASSWORD))?;
@@ -525,7 +530,7 @@ fn a_camera_that_never_answers_does_not_hold_up_the_other_mounts() -> anyhow::Re
     });
     let alive = TestCamera::start(CameraOptions::default())?;
     let mut hanging = source("cam.silent", &alive, RestreamMode::Passthrough);
-    hanging.url = silent_url;
+    hanging.url = StreamUrl::Fixed(silent_url);
     let restreamer = Restreamer::start(
         &settings(),
         &[
@@ -570,5 +575,34 @@ fn a_busy_port_is_an_error_that_names_it() -> anyhow::Result<()> {
         text.contains(&format!("127.0.0.1:{}", first.port())),
         "the error does not name the address: {text}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_camera_whose_address_is_found_later_is_served_once_it_is() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions::default())?;
+    let found = Arc::new(DiscoveredUrl::default());
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[RestreamSource {
+            camera: camera_id("cam.onvif"),
+            url: StreamUrl::Discovered(Arc::clone(&found)),
+            camera_user: None,
+            camera_password: None,
+            mode: RestreamMode::Passthrough,
+        }],
+    )?;
+    // ONVIF has not answered yet: the camera cannot be served, and says so.
+    let (status, _) = describe(&restreamer, "cam.onvif", Some((USER, PASSWORD)))?;
+    assert_eq!(status, 503);
+    ensure!(
+        logs().contains("its stream address is not known yet"),
+        "the reason was not logged"
+    );
+    // The supervisor found the stream URI: the next client gets the camera.
+    found.set(camera.url().to_owned());
+    let seen = discover(&url_with(&restreamer, "cam.onvif", USER, PASSWORD))?;
+    assert_eq!(seen.media_type, "video/x-h264", "{seen:?}");
     Ok(())
 }

@@ -146,7 +146,7 @@ pub struct CameraConfig {
     pub reconnect_initial_ms: u64,
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
-    /// How `[video.restream]` serves it (cameras given by `url` only).
+    /// How `[video.restream]` serves it (an ONVIF camera from the stream URL it gives).
     #[serde(default)]
     pub restream: Restream,
 }
@@ -262,18 +262,6 @@ impl VideoConfig {
             check_url(camera, problems);
             for point in camera.event_points() {
                 check_point_id(&Spanned::new(camera.id.span(), point), points, problems);
-            }
-            if camera.url.is_none()
-                && camera.onvif.is_some()
-                && camera.restream != Restream::Off
-                && self.restream.is_some()
-            {
-                problems.at(
-                    camera.id.span(),
-                    format!(
-                        "camera `{id}`: ONVIF cameras are not re-streamed yet; set restream = \"off\" or give its url"
-                    ),
-                );
             }
             if camera.password_file.is_some() && camera.username.is_none() {
                 problems.at(
@@ -495,6 +483,7 @@ onvif = \"10.0.0.2\"
 [[video.cameras]]
 id = \"cam.c\"
 onvif = \"10.0.0.3\"
+restream = \"transcode\"
 ",
         );
         assert_problems(
@@ -502,7 +491,6 @@ onvif = \"10.0.0.3\"
             &[
                 (16, "camera `cam.a`: needs a url (RTSP) or an onvif address"),
                 (19, "camera `cam.b`: give either url or onvif, not both"),
-                (22, "camera `cam.c`: ONVIF cameras are not re-streamed yet"),
                 (
                     0,
                     "video.restream.transcode_height must be between 144 and 2160",

@@ -154,9 +154,8 @@ impl fmt::Debug for RestreamSettings {
 pub struct RestreamSource {
     /// Served at `/{camera}`.
     pub camera: DeviceId,
-    /// The camera's `rtsp://` (or `rtsps://`) URL. User info in it (`rtsp://user:pass@host/`)
-    /// is accepted, taken out of the URL and used as the camera credentials.
-    pub url: String,
+    /// Where the camera's stream is.
+    pub url: StreamUrl,
     pub camera_user: Option<String>,
     pub camera_password: Option<String>,
     pub mode: RestreamMode,
@@ -166,7 +165,7 @@ impl fmt::Debug for RestreamSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RestreamSource")
             .field("camera", &self.camera)
-            .field("url", &redact_userinfo(&self.url))
+            .field("url", &self.url)
             .field("camera_user", &self.camera_user)
             .field(
                 "camera_password",
@@ -174,6 +173,46 @@ impl fmt::Debug for RestreamSource {
             )
             .field("mode", &self.mode)
             .finish()
+    }
+}
+
+/// Where a re-streamed camera's stream is: in the config, or found at run time (ONVIF).
+#[derive(Clone)]
+pub enum StreamUrl {
+    /// The camera's `rtsp://` (or `rtsps://`) URL. User info in it (`rtsp://user:pass@host/`)
+    /// is accepted, taken out of the URL and used as the camera credentials.
+    Fixed(String),
+    /// Filled in by whoever finds it (the camera's ONVIF client, [`DiscoveredUrl::set`]);
+    /// until then a client asking for the camera gets 503.
+    Discovered(Arc<DiscoveredUrl>),
+}
+
+impl fmt::Debug for StreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(url) => f.write_str(&redact_userinfo(url)),
+            Self::Discovered(found) => match found.get() {
+                Some(url) => write!(f, "{} (discovered)", redact_userinfo(&url)),
+                None => f.write_str("(not discovered yet)"),
+            },
+        }
+    }
+}
+
+/// A stream URL found at run time.
+#[derive(Debug, Default)]
+pub struct DiscoveredUrl(std::sync::RwLock<Option<String>>);
+
+impl DiscoveredUrl {
+    pub fn set(&self, url: String) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(url);
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -485,8 +524,7 @@ fn media_factory(plan: Arc<CameraPlan>) -> rtsp::RTSPMediaFactory {
 /// Everything needed to build one camera's media, shared by its callbacks.
 struct CameraPlan {
     camera: DeviceId,
-    /// The camera URL without user info.
-    location: String,
+    location: Location,
     user: Option<String>,
     password: Option<String>,
     mode: RestreamMode,
@@ -499,10 +537,16 @@ struct CameraPlan {
     server: OnceLock<glib::WeakRef<rtsp::RTSPServer>>,
 }
 
+/// The camera URL without user info, or where it will be found.
+enum Location {
+    Fixed(String),
+    Discovered(Arc<DiscoveredUrl>),
+}
+
 /// A camera as [`validate`] leaves it.
 struct CheckedCamera {
     camera: DeviceId,
-    location: String,
+    location: Location,
     user: Option<String>,
     password: Option<String>,
     mode: RestreamMode,
@@ -555,22 +599,42 @@ impl CameraPlan {
         self.watch_bus(media, &pipeline, &state);
         self.count_pulls(media, &state);
         if let Err(reason) = self.build_source(&bin) {
-            bin.post_error_message(gst::error_msg!(
-                gst::CoreError::Negotiation,
-                ("camera {}: {reason}", self.camera)
-            ));
+            // Posted by the watchdog once the media prepares: an error posted before that made
+            // GStreamer 1.22 unprepare the media twice and abort (`finish_unprepare: assertion
+            // failed: (handlers != NULL)`).
+            tracing::error!(camera = %self.camera, %reason, "restream: cannot build the camera's media");
+            *state.failure.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(format!("camera {}: {reason}", self.camera));
         }
         self.watch_flow(media, &bin, &pipeline, &state);
     }
 
     /// `rtspsrc` for the camera; the rest is built when its video pad appears.
     fn build_source(self: &Arc<Self>, bin: &gst::Bin) -> Result<(), String> {
+        let (location, url_user, url_password) = match &self.location {
+            Location::Fixed(location) => (Some(location.clone()), None, None),
+            Location::Discovered(found) => match found.get() {
+                Some(url) => {
+                    let (location, user, password) = split_userinfo(&url);
+                    (Some(location), user, password)
+                }
+                None => (None, None, None),
+            },
+        };
         let source = make("rtspsrc")?;
-        set(&source, "location", &self.location)?;
-        if let Some(user) = &self.user {
+        match &location {
+            Some(location) => set(&source, "location", location)?,
+            // An rtspsrc without a location fails as the media prepares ("No valid RTSP URL"),
+            // so the client gets 503 through the same path as a camera that does not answer.
+            // An error posted here, before the media prepares, made GStreamer 1.22 unprepare
+            // it twice and abort (`finish_unprepare: assertion failed: (handlers != NULL)`).
+            None => tracing::warn!(camera = %self.camera,
+                "restream: its stream address is not known yet (ONVIF has not answered)"),
+        }
+        if let Some(user) = self.user.as_ref().or(url_user.as_ref()) {
             set(&source, "user-id", user)?;
         }
-        if let Some(password) = &self.password {
+        if let Some(password) = self.password.as_ref().or(url_password.as_ref()) {
             set(&source, "user-pw", password)?;
         }
         set(&source, "latency", CAMERA_LATENCY_MS)?;
@@ -978,7 +1042,14 @@ impl CameraPlan {
                     if state.ended.load(Ordering::SeqCst) {
                         return;
                     }
-                    let reason = if !state.prepared.load(Ordering::SeqCst) {
+                    let failure = state
+                        .failure
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take();
+                    let reason = if failure.is_some() {
+                        failure
+                    } else if !state.prepared.load(Ordering::SeqCst) {
                         (state.started.elapsed() > PREPARE_TIMEOUT).then(|| {
                             format!(
                                 "camera {camera} delivered no video within {} s",
@@ -1029,6 +1100,8 @@ struct MediaState {
     started: Instant,
     /// When the last buffer left for the clients, in milliseconds since `started`.
     last_data_ms: AtomicU64,
+    /// Why the media could not be built, for the watchdog to fail it with.
+    failure: Mutex<Option<String>>,
 }
 
 impl MediaState {
@@ -1038,6 +1111,7 @@ impl MediaState {
             ended: AtomicBool::new(false),
             started: Instant::now(),
             last_data_ms: AtomicU64::new(0),
+            failure: Mutex::new(None),
         }
     }
 
@@ -1360,14 +1434,20 @@ fn validate(
         if !seen.insert(camera.clone()) {
             problems.push(format!("camera {camera} is listed twice"));
         }
-        let lower = source.url.to_ascii_lowercase();
-        if !(lower.starts_with("rtsp://") || lower.starts_with("rtsps://")) {
-            problems.push(format!(
-                "camera {camera}: the URL {:?} is not rtsp:// or rtsps://",
-                redact_userinfo(&source.url)
-            ));
-        }
-        let (location, url_user, url_password) = split_userinfo(&source.url);
+        let (location, url_user, url_password) = match &source.url {
+            StreamUrl::Fixed(url) => {
+                let lower = url.to_ascii_lowercase();
+                if !(lower.starts_with("rtsp://") || lower.starts_with("rtsps://")) {
+                    problems.push(format!(
+                        "camera {camera}: the URL {:?} is not rtsp:// or rtsps://",
+                        redact_userinfo(url)
+                    ));
+                }
+                let (location, user, password) = split_userinfo(url);
+                (Location::Fixed(location), user, password)
+            }
+            StreamUrl::Discovered(found) => (Location::Discovered(Arc::clone(found)), None, None),
+        };
         if url_user.is_some() && source.camera_user.is_some() {
             problems.push(format!(
                 "camera {camera}: credentials are both in the URL and in camera_user; give them once"
@@ -1469,7 +1549,7 @@ mod tests {
     fn source(camera: &str, url: &str) -> RestreamSource {
         RestreamSource {
             camera: DeviceId::new(camera).unwrap_or_else(|error| panic!("{camera}: {error}")),
-            url: url.to_owned(),
+            url: StreamUrl::Fixed(url.to_owned()),
             camera_user: None,
             camera_password: None,
             mode: RestreamMode::Passthrough,

@@ -38,7 +38,9 @@ use super::feed::{CameraFeed, Codec, Sample, Source};
 use super::llhls::LiveStream;
 use super::media::{self, MediaError};
 use super::onvif::{CameraEventKind, Credentials, MediaProfile, OnvifClient, PullPointOptions};
-use super::restream::{RestreamMode, RestreamSettings, RestreamSource, Restreamer};
+use super::restream::{
+    DiscoveredUrl, RestreamMode, RestreamSettings, RestreamSource, Restreamer, StreamUrl,
+};
 use super::signing::MediaSigner;
 use crate::adapters::{Adapter, AdapterContext, Backoff};
 use crate::journal::clips::{self, ClipOutcome, ClipRequest};
@@ -81,6 +83,8 @@ pub struct CameraUnit {
     /// Where the stream is: an RTSP URL, or found through ONVIF.
     source: Source,
     onvif: Option<OnvifLink>,
+    /// The stream URL ONVIF gave last, for re-streaming.
+    discovered: Arc<DiscoveredUrl>,
     live: Arc<LiveStream>,
     stall_timeout: SignedDuration,
     backoff: (Duration, Duration),
@@ -378,17 +382,26 @@ impl Video {
 }
 
 /// Starts the RTSP re-streaming server of `[video.restream]`, if configured.
-pub fn start_restream(config: &VideoConfig) -> Result<Option<Restreamer>, VideoError> {
+/// ONVIF cameras are served from the stream URL their supervisor found (`video`'s).
+pub fn start_restream(
+    config: &VideoConfig,
+    video: Option<&Video>,
+) -> Result<Option<Restreamer>, VideoError> {
     let Some(restream) = &config.restream else {
         return Ok(None);
     };
     let password = read_password(&restream.password_file, "video.restream")?;
     let mut sources = Vec::new();
     for camera in &config.cameras {
-        let (Some(url), mode) = (&camera.url, camera.restream) else {
-            continue;
+        let url = match (
+            &camera.url,
+            video.and_then(|v| v.cameras.get(camera.id.get_ref())),
+        ) {
+            (Some(url), _) => StreamUrl::Fixed(url.get_ref().clone()),
+            (None, Some(unit)) => StreamUrl::Discovered(Arc::clone(&unit.discovered)),
+            (None, None) => continue,
         };
-        let mode = match mode {
+        let mode = match camera.restream {
             Restream::Off => continue,
             Restream::Passthrough => RestreamMode::Passthrough,
             Restream::Transcode => RestreamMode::Transcode {
@@ -403,7 +416,7 @@ pub fn start_restream(config: &VideoConfig) -> Result<Option<Restreamer>, VideoE
             .transpose()?;
         sources.push(RestreamSource {
             camera: camera.id.get_ref().clone(),
-            url: url.get_ref().clone(),
+            url,
             camera_user: camera.username.clone(),
             camera_password,
             mode,
@@ -460,6 +473,7 @@ fn camera_unit(
             profile: camera.profile.clone(),
             points: camera.event_points(),
         }),
+        discovered: Arc::default(),
         live: Arc::default(),
         stall_timeout: *camera.stall_timeout.get_ref(),
         backoff: (
@@ -631,6 +645,7 @@ impl CameraAdapter {
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(camera = %unit.id, profile = %profile.token, "ONVIF stream found");
+        unit.discovered.set(uri.uri.clone());
         Ok(Source {
             url: uri.uri,
             ..unit.source.clone()

@@ -26,7 +26,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use gatehouse_edge::video::restream::{RestreamMode, RestreamSettings, RestreamSource, Restreamer};
+use gatehouse_edge::video::restream::{
+    RestreamMode, RestreamSettings, RestreamSource, Restreamer, StreamUrl,
+};
 use gatehouse_hil_tests::cpu::cpu_seconds;
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use gatehouse_protocol::DeviceId;
@@ -108,7 +110,7 @@ fn measure(
         },
         &[RestreamSource {
             camera: id.clone(),
-            url: camera.url().to_owned(),
+            url: StreamUrl::Fixed(camera.url().to_owned()),
             camera_user: None,
             camera_password: None,
             mode,

@@ -3,7 +3,7 @@
 //! What runs, all on 127.0.0.1: `--cameras` test cameras (`gatehouse-test-camera`, x264 at
 //! `--width`×`--height`, `--fps`, one key frame per second), a simulated Modbus door, and the
 //! `gatehouse-edge` binary (`$GATEHOUSE_EDGE_BIN`, else `target/debug`) recording every camera
-//! into its pre-event buffer and live-view segments, with a rule that clips camera 1 around
+//! into its pre-event buffer (and live view, when watched), with a rule that clips camera 1 around
 //! each door opening.
 //!
 //! Measured:
@@ -11,10 +11,11 @@
 //!   one core, in all and per camera; the cameras' own (encoding) CPU beside it.
 //! - **Frames**: frames the agent received per camera per second (from `/api/v1/cameras`),
 //!   against the cameras' frame rate: fewer means dropped frames.
-//! - **Live latency**: camera 1 turns from black to white at a known instant; the bench polls
-//!   the signed live playlist every 50 ms, downloads each new segment and decodes it; the time
-//!   until a segment showing white can be downloaded is glass-to-segment latency (a player
-//!   adds its own buffer on top). `--latency-runs` times, median.
+//! - **Live latency, glass to browser**: the cameras stamp each frame with the wall-clock time
+//!   it is encoded (`--stamp`, [`gatehouse_hil_tests::glass`]); headless Chromium signs in to
+//!   the LAN console, opens camera 1's live view (LL-HLS through Media Source Extensions) and
+//!   for 10 s reads the stamp off every frame it presents, against the frame's expected display
+//!   time. `--latency-runs` runs (a new browser each), each run's median and 95th percentile.
 //! - **Clip**: the door opens; the time from the clip's end (trigger + `after`) until the API
 //!   lists it ready (polled every 20 ms). `--clip-runs` times, median.
 //! - **Baseline**, in the same window: `gst-launch-1.0 rtspsrc ! rtph264depay ! h264parse !
@@ -28,12 +29,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
+use gatehouse_hil_tests::browser::Browser;
 use gatehouse_hil_tests::cpu::cpu_seconds;
+use gatehouse_hil_tests::glass::read_stamps_expression;
 use gatehouse_hil_tests::harness::{self, AgentProcess, GUARD_TOKEN};
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
-use gatehouse_hil_tests::video_check::frame_brightness;
 use serde_json::Value as Json;
 use tokio::time::Instant;
 
@@ -55,14 +57,31 @@ struct Args {
     /// Seconds of CPU and frame measurement (after a 10 s warm-up).
     #[arg(long, default_value_t = 30)]
     seconds: u64,
-    #[arg(long, default_value_t = 5)]
+    /// Runs of the glass-to-browser measurement (10 s each).
+    #[arg(long, default_value_t = 3)]
     latency_runs: usize,
     #[arg(long, default_value_t = 3)]
     clip_runs: usize,
-    /// During the CPU window, fetch every camera's live playlist each second (a viewer on
-    /// each), so live-view segments are written.
+    /// During the CPU window, fetch every camera's live playlists and newest segment each
+    /// second (a viewer on each), so live view is packaged and served.
     #[arg(long)]
     watch: bool,
+}
+
+/// What a viewer fetches each second: the playlists and the newest whole segment.
+async fn watch_once(agent: &AgentProcess, live_url: &str) -> anyhow::Result<()> {
+    let base = live_url.rsplit_once('/').context("no folder")?.0;
+    let (_, index) = fetch(agent, live_url).await?;
+    let index = String::from_utf8_lossy(&index).to_string();
+    let Some(media) = index.lines().find(|l| l.starts_with("live.m3u8")) else {
+        return Ok(());
+    };
+    let (_, playlist) = fetch(agent, &format!("{base}/{media}")).await?;
+    let playlist = String::from_utf8_lossy(&playlist).to_string();
+    if let Some(segment) = playlist.lines().rfind(|l| l.starts_with("segment-")) {
+        fetch(agent, &format!("{base}/{segment}")).await?;
+    }
+    Ok(())
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -81,55 +100,38 @@ async fn fetch(agent: &AgentProcess, url: &str) -> anyhow::Result<(u16, Vec<u8>)
     Ok((response.status().as_u16(), response.bytes().await?.to_vec()))
 }
 
-/// Seconds from turning camera 1 white until a live segment showing white can be fetched.
-async fn live_latency(
-    agent: &AgentProcess,
-    camera: &TestCamera,
-    folder: &std::path::Path,
-) -> anyhow::Result<f64> {
-    camera.set_pattern("black")?;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let live_url = cameras(agent).await?[0]["live_url"]
-        .as_str()
-        .context("no live_url")?
-        .to_owned();
-    let base = live_url.rsplit_once('/').context("no folder")?.0.to_owned();
-    let mut seen = std::collections::HashSet::new();
-    // Segments listed now are from before the change.
-    let (_, playlist) = fetch(agent, &live_url).await?;
-    for line in String::from_utf8_lossy(&playlist)
-        .lines()
-        .filter(|l| l.contains(".ts?"))
-    {
-        seen.insert(line.split('?').next().unwrap_or_default().to_owned());
-    }
-    camera.set_pattern("white")?;
-    let changed = Instant::now();
-    while changed.elapsed() < Duration::from_secs(20) {
-        let (_, playlist) = fetch(agent, &live_url).await?;
-        for line in String::from_utf8_lossy(&playlist)
-            .lines()
-            .filter(|l| l.contains(".ts?"))
-        {
-            let name = line.split('?').next().unwrap_or_default().to_owned();
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            let (status, segment) = fetch(agent, &format!("{base}/{line}")).await?;
-            if status != 200 {
-                continue;
-            }
-            let at = changed.elapsed().as_secs_f64();
-            let path = folder.join(&name);
-            std::fs::write(&path, segment)?;
-            let bright = tokio::task::spawn_blocking(move || frame_brightness(&path)).await??;
-            if bright.iter().any(|&b| b > 128.0) {
-                return Ok(at);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("no white segment within 20 s")
+/// Glass-to-screen latency as a guard sees it: headless Chromium signs in to the LAN console
+/// and opens camera 1's live view; for `seconds` it reads the wall-clock stamp off every frame
+/// it presents. Returns the frames' ages in milliseconds.
+async fn glass_to_browser(agent: &AgentProcess, seconds: f64) -> anyhow::Result<Vec<f64>> {
+    let mut browser = Browser::launch().await?;
+    browser
+        .open(&format!("http://{}/console/#camera=cam1", agent.api))
+        .await?;
+    browser
+        .evaluate(&format!(
+            "document.getElementById('token').value = {GUARD_TOKEN:?}; \
+             document.getElementById('sign-in').requestSubmit();"
+        ))
+        .await?;
+    browser
+        .wait_until(
+            "document.getElementById('live').currentTime > 2",
+            Duration::from_secs(30),
+        )
+        .await?;
+    let measured = browser.evaluate(&read_stamps_expression(seconds)).await?;
+    let ages: Vec<f64> = measured["ages"]
+        .as_array()
+        .map(|ages| ages.iter().filter_map(Json::as_f64).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!ages.is_empty(), "no stamp could be read: {measured}");
+    eprintln!(
+        "video-bench: {} frames shown, {} stamps read",
+        measured["frames"],
+        ages.len()
+    );
+    Ok(ages)
 }
 
 #[tokio::main]
@@ -144,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             height: args.height,
             fps: args.fps,
             bitrate_kbps: args.bitrate,
+            stamp: true,
             ..CameraOptions::default()
         })?);
     }
@@ -226,7 +229,7 @@ then = [{ clip = { camera = "cam1", before = "5s", after = "5s" } }]
     while start.elapsed() < Duration::from_secs(args.seconds) {
         if args.watch {
             for url in &live_urls {
-                fetch(&agent, url).await?;
+                watch_once(&agent, url).await?;
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -270,18 +273,21 @@ then = [{ clip = { camera = "cam1", before = "5s", after = "5s" } }]
         args.fps
     );
 
-    let mut latencies = Vec::new();
+    let mut medians = Vec::new();
     for _ in 0..args.latency_runs {
-        latencies.push(live_latency(&agent, &cams[0], folder.path()).await?);
+        let mut ages = glass_to_browser(&agent, 10.0).await?;
+        medians.push(median(&mut ages));
+        let p95 = ages[(ages.len() * 95 / 100).min(ages.len() - 1)];
+        println!(
+            "live view glass-to-browser (Chromium, LAN console, 10 s): median {:.0} ms, 95th percentile {p95:.0} ms, {} frames",
+            medians[medians.len() - 1],
+            ages.len()
+        );
     }
     println!(
-        "live glass-to-segment latency: median {:.2} s ({})",
-        median(&mut latencies.clone()),
-        latencies
-            .iter()
-            .map(|l| format!("{l:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "live view glass-to-browser: median of {} runs {:.0} ms",
+        medians.len(),
+        median(&mut medians.clone())
     );
 
     let mut clip_delays = Vec::new();
