@@ -6,10 +6,13 @@
 //! gstreamer1.0-plugins-base-apps (for `gst-discoverer-1.0`).
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
     process::{Command, Stdio},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -475,7 +478,51 @@ fn a_camera_that_dies_while_watched_disconnects_its_clients_and_comes_back() -> 
         &settings(),
         &[source("cam.dies", &camera, RestreamMode::Passthrough)],
     )?;
-    let url = url_with(&restreamer, "cam.dies", USER, PASSWORD);
+    let mut stopped = None;
+    // GStreamer reports a camera killed mid-stream as a warning and end of stream.
+    watch_until_broken(&restreamer, "cam.dies", || stopped = Some(camera.kill()))?;
+    let _camera = stopped.context("the camera was not killed")?.restart()?;
+    let seen = discover(&url_with(&restreamer, "cam.dies", USER, PASSWORD))?;
+    assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+    Ok(())
+}
+
+#[test]
+fn a_camera_connection_reset_while_watched_disconnects_its_clients_and_comes_back()
+-> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions::default())?;
+    let proxy = ResettingProxy::start(camera.url())?;
+    let restreamer = Restreamer::start(
+        &settings(),
+        &[RestreamSource {
+            camera: camera_id("cam.reset"),
+            url: StreamUrl::Fixed(proxy.url.clone()),
+            camera_user: None,
+            camera_password: None,
+            mode: RestreamMode::Passthrough,
+        }],
+    )?;
+    // A reset connection is an element error mid-stream ("Could not read from resource"):
+    // the media's own error handling and the clients' teardown must not both stop it.
+    watch_until_broken(&restreamer, "cam.reset", || proxy.reset_all())?;
+    ensure!(
+        logs().contains("Could not read from resource"),
+        "the reset was not reported as an element error"
+    );
+    let seen = discover(&url_with(&restreamer, "cam.reset", USER, PASSWORD))?;
+    assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+    Ok(())
+}
+
+/// A client watches `camera` until `break_it` breaks the camera; then the client must be
+/// disconnected and the camera released.
+fn watch_until_broken(
+    restreamer: &Restreamer,
+    camera: &str,
+    break_it: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let url = url_with(restreamer, camera, USER, PASSWORD);
     let mut client = Command::new("gst-launch-1.0")
         .args([
             "-q",
@@ -498,24 +545,92 @@ fn a_camera_that_dies_while_watched_disconnects_its_clients_and_comes_back() -> 
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let stopped = camera.kill();
+        std::thread::sleep(Duration::from_secs(1));
+        break_it();
         let deadline = Instant::now() + STALL_TIMEOUT + Duration::from_secs(10);
         while client.try_wait()?.is_none() || !restreamer.cameras_pulled().is_empty() {
             ensure!(
                 Instant::now() < deadline,
-                "client still connected or camera still pulled after the camera died ({:?})",
+                "client still connected or camera still pulled after the camera broke ({:?})",
                 restreamer.cameras_pulled()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _camera = stopped.restart()?;
-        let seen = discover(&url)?;
-        assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
         Ok(())
     })();
     let _ = client.kill();
     let _ = client.wait();
     outcome
+}
+
+/// A TCP proxy in front of a camera that can reset (RST, not close) every connection it
+/// carries, as a camera that crashes or a switch port that drops does.
+struct ResettingProxy {
+    url: String,
+    links: Arc<Mutex<Vec<(TcpStream, Arc<AtomicBool>)>>>,
+}
+
+impl ResettingProxy {
+    fn start(camera_url: &str) -> anyhow::Result<Self> {
+        let target = camera_url
+            .strip_prefix("rtsp://")
+            .and_then(|rest| rest.split('/').next())
+            .context("not an rtsp:// URL")?
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = camera_url.replacen(&target, &listener.local_addr()?.to_string(), 1);
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&links);
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let (Ok(camera), Ok(to_client), Ok(from_client)) = (
+                    TcpStream::connect(&target),
+                    client.try_clone(),
+                    client.try_clone(),
+                ) else {
+                    continue;
+                };
+                let reset = Arc::new(AtomicBool::new(false));
+                let stop = Arc::clone(&reset);
+                if let Ok(to_camera) = camera.try_clone() {
+                    let mut from_client = from_client;
+                    let mut to_camera = to_camera;
+                    std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_camera));
+                }
+                std::thread::spawn(move || forward_until(camera, to_client, &stop));
+                kept.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((client, reset));
+            }
+        });
+        Ok(Self { url, links })
+    }
+
+    /// Resets every connection to the proxy's clients: once every handle on a socket with
+    /// SO_LINGER 0 is closed, the kernel sends RST instead of FIN.
+    fn reset_all(&self) {
+        for (client, reset) in self
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            reset.store(true, Ordering::SeqCst);
+            let _ = rustix::net::sockopt::set_socket_linger(&client, Some(Duration::ZERO));
+            // Ends the reader's copy without sending anything.
+            let _ = client.shutdown(std::net::Shutdown::Read);
+        }
+    }
+}
+
+/// Copies the camera's bytes to the client until the camera closes or `stop` is set.
+fn forward_until(mut camera: TcpStream, mut client: TcpStream, stop: &AtomicBool) {
+    let mut buffer = [0_u8; 16 * 1024];
+    while let Ok(read) = camera.read(&mut buffer) {
+        if read == 0 || stop.load(Ordering::SeqCst) || client.write_all(&buffer[..read]).is_err() {
+            break;
+        }
+    }
 }
 
 #[test]

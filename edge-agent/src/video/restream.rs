@@ -871,7 +871,9 @@ impl CameraPlan {
     }
 
     /// Logs the pipeline's errors and warnings (scrubbed), and stops a media that fails after
-    /// it was prepared so that the next client starts afresh.
+    /// it was prepared so that the next client starts afresh (its clients disconnected; the
+    /// error itself goes no further). Errors while it prepares go on to the media, which
+    /// fails the client's request with 503.
     fn watch_bus(
         self: &Arc<Self>,
         media: &rtsp::RTSPMedia,
@@ -913,7 +915,13 @@ impl CameraPlan {
                     };
                     tracing::warn!(camera = %camera, error = %failure, "restream: camera media failed");
                     if state.prepared.load(Ordering::SeqCst) {
+                        // Its clients are disconnected, which stops the media; the media must
+                        // not see the error too: its own error handling and the clients'
+                        // teardown both unprepared it, and GStreamer 1.22 aborted
+                        // (`finish_unprepare: assertion failed: (handlers != NULL)`, one run in
+                        // 16 of a connection reset while watched).
                         plan.drop_media(&weak_media);
+                        return gst::BusSyncReply::Drop;
                     }
                 }
                 gst::MessageView::Warning(warning) => {
