@@ -53,6 +53,8 @@ pub struct Metrics {
     pub zigbee_reconnects: Family<BridgeLabels, Counter>,
     pub zigbee_messages_rejected: Family<BridgeLabels, Counter>,
     pub bacnet_datagrams_rejected: Counter,
+    pub video_reconnects: Family<DeviceLabels, Counter>,
+    pub video_onvif_events_unmapped: Family<DeviceLabels, Counter>,
     pub bacnet_requests_retried: Family<DeviceLabels, Counter>,
     pub bacnet_rediscoveries: Family<DeviceLabels, Counter>,
     pub commands: Family<ResultLabels, Counter>,
@@ -88,6 +90,8 @@ impl Default for Metrics {
             zigbee_reconnects: Family::default(),
             zigbee_messages_rejected: Family::default(),
             bacnet_datagrams_rejected: Counter::default(),
+            video_reconnects: Family::default(),
+            video_onvif_events_unmapped: Family::default(),
             bacnet_requests_retried: Family::default(),
             bacnet_rediscoveries: Family::default(),
             commands: Family::default(),
@@ -176,6 +180,16 @@ impl Default for Metrics {
             "zigbee_messages_rejected",
             "zigbee2mqtt messages that could not be read (malformed JSON, wrong shape)",
             metrics.zigbee_messages_rejected.clone(),
+        );
+        registry.register(
+            "video_reconnects",
+            "Camera connections that ended and were tried again, by camera",
+            metrics.video_reconnects.clone(),
+        );
+        registry.register(
+            "video_onvif_events_unmapped",
+            "ONVIF events with a topic Gatehouse has no point for, or unreadable, by camera",
+            metrics.video_onvif_events_unmapped.clone(),
         );
         registry.register(
             "bacnet_datagrams_rejected",

@@ -211,7 +211,8 @@ impl OnvifSim {
             .push_back(notification_message.to_owned());
     }
 
-    fn push_event(&self, topic: &str, source: &str, data: &str) {
+    /// Queues a message of `topic` with `source` and `data` simple items.
+    pub fn push_event(&self, topic: &str, source: &str, data: &str) {
         let at = self.shared.now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ");
         self.push_raw(&format!(
             concat!(

@@ -332,7 +332,22 @@ async fn a_camera_that_drops_is_reported_and_comes_back() -> anyhow::Result<()> 
     assert!(view["reason"].as_str().is_some(), "{view}");
     let _camera = stopped.restart()?;
     wait_camera(&agent, "online").await?;
+    let metrics = agent_metrics(&agent).await?;
+    assert!(
+        metrics.contains("gatehouse_video_reconnects_total{device=\"cam.lobby\"}"),
+        "{metrics}"
+    );
     Ok(())
+}
+
+async fn agent_metrics(agent: &AgentProcess) -> anyhow::Result<String> {
+    Ok(reqwest::Client::new()
+        .get(format!("http://{}/metrics", agent.api))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -463,11 +478,22 @@ then = [
     let (_, points) = agent.api(GUARD_TOKEN).get("/api/v1/points").await?;
     assert!(points.to_string().contains("cam.lobby.motion"), "{points}");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // An event Gatehouse has no point for is counted, not turned into anything.
+    sim.push_event(
+        "tns1:RuleEngine/FieldDetector/ObjectsInside",
+        "<tt:SimpleItem Name=\"Rule\" Value=\"Car park\"/>",
+        "<tt:SimpleItem Name=\"IsInside\" Value=\"true\"/>",
+    );
     sim.push_motion(true);
     let incident = wait_incident(&agent, 0).await?;
     assert_eq!(incident["title"], "Motion in the lobby");
     let clip = wait_clip(&agent, incident["id"].as_u64().context("id")?).await?;
     assert_eq!(clip["state"], "ready", "{clip}");
+    let metrics = agent_metrics(&agent).await?;
+    assert!(
+        metrics.contains("gatehouse_video_onvif_events_unmapped_total{device=\"cam.lobby\"} 1"),
+        "{metrics}"
+    );
     // NVRs pull it re-streamed, from the stream URI ONVIF gave, with the camera's credentials.
     let restreamed = discover(&format!(
         "rtsp://nvr:s3cret@127.0.0.1:{restream_port}/cam.lobby"

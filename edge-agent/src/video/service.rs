@@ -45,6 +45,7 @@ use super::signing::MediaSigner;
 use crate::adapters::{Adapter, AdapterContext, Backoff};
 use crate::journal::clips::{self, ClipOutcome, ClipRequest};
 use crate::journal::{JournalHandle, Reader};
+use crate::metrics::DeviceLabels;
 
 /// Most bytes a camera's pre-event buffer holds (a 8 Mbit/s camera fills it in 64 s).
 const BUFFER_MAX_BYTES: usize = 64 * 1024 * 1024;
@@ -710,6 +711,13 @@ impl CameraAdapter {
                 | CameraEventKind::Invalid { topic, .. } = &event.kind
                 {
                     tracing::debug!(camera = %unit.id, %topic, "ONVIF event without a point");
+                    context
+                        .metrics
+                        .video_onvif_events_unmapped
+                        .get_or_create(&DeviceLabels {
+                            device: unit.id.to_string(),
+                        })
+                        .inc();
                 }
                 for (suffix, value) in event.point_values() {
                     let suffix = format!(".{suffix}");
@@ -784,6 +792,13 @@ impl CameraAdapter {
             };
             let reason = error.to_string();
             tracing::warn!(camera = %unit.id, %reason, "camera connection ended");
+            context
+                .metrics
+                .video_reconnects
+                .get_or_create(&DeviceLabels {
+                    device: unit.id.to_string(),
+                })
+                .inc();
             self.report(
                 context,
                 &mut reported,
