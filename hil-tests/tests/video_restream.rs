@@ -567,8 +567,11 @@ fn watch_until_broken(
 /// carries, as a camera that crashes or a switch port that drops does.
 struct ResettingProxy {
     url: String,
-    links: Arc<Mutex<Vec<(TcpStream, Arc<AtomicBool>)>>>,
+    links: Arc<Mutex<Vec<Link>>>,
 }
+
+/// A client's connection, and the flag that stops copying the camera's bytes to it.
+type Link = (TcpStream, Arc<AtomicBool>);
 
 impl ResettingProxy {
     fn start(camera_url: &str) -> anyhow::Result<Self> {
