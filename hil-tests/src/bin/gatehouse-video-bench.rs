@@ -303,11 +303,13 @@ then = [{ clip = { camera = "cam1", before = "5s", after = "5s" } }]
             ages.len()
         );
     }
-    println!(
-        "live view glass-to-browser: median of {} runs {:.0} ms",
-        medians.len(),
-        median(&mut medians.clone())
-    );
+    if !medians.is_empty() {
+        println!(
+            "live view glass-to-browser: median of {} runs {:.0} ms",
+            medians.len(),
+            median(&mut medians.clone())
+        );
+    }
 
     let mut clip_delays = Vec::new();
     for run in 0..args.clip_runs {
