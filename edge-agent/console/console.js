@@ -19,7 +19,7 @@ async function api(path) {
     throw new Error('signed out');
   }
   const body = await response.json();
-  if (!response.ok) throw new Error(body.message ?? `${path}: ${response.status}`);
+  if (!response.ok) throw new Error(body.error?.message ?? `${path}: ${response.status}`);
   return body;
 }
 

@@ -125,7 +125,7 @@ export class LivePlayer {
     const response = await fetch(url, { signal: this.controller.signal, cache: 'no-store' });
     if (response.status === 403) throw new Expired('the live URL expired');
     if (!response.ok) {
-      const detail = await response.json().then((body) => body.message, () => response.statusText);
+      const detail = await response.json().then((body) => body.error?.message, () => response.statusText);
       throw new Error(`${response.status}: ${detail}`);
     }
     return response;

@@ -72,6 +72,7 @@ impl Browser {
             .strip_prefix("ws://")
             .and_then(|rest| rest.split('/').next())
             .context("odd DevTools address")?;
+        crate::harness::install_crypto_provider();
         let targets: Value = reqwest::get(format!("http://{host}/json/list"))
             .await?
             .json()

@@ -2,7 +2,8 @@
 //! the cameras and opens one's live view, which plays the agent's Low-Latency HLS through
 //! Media Source Extensions. The test camera stamps every frame with the time it was encoded;
 //! the page reads the stamp back off each frame it shows, so what is checked is that the guard
-//! sees the camera live, frame after frame, not a page that merely loaded.
+//! sees the camera live, frame after frame, not a page that merely loaded; and that a camera
+//! dropping and coming back while watched is said on the page, then played again.
 //! (How old the frames are is a figure of `gatehouse-video-bench`, not an assertion here.)
 
 use std::time::Duration;
@@ -112,6 +113,27 @@ async fn a_guard_signs_in_and_watches_a_camera_live() -> anyhow::Result<()> {
         .evaluate("document.getElementById('viewer-status').textContent")
         .await?;
     assert_eq!(status, "Live");
+
+    // The camera drops while the guard watches: the page says so, with the agent's reason;
+    // when the camera is back, live view resumes on its own.
+    let stopped = camera.kill();
+    browser
+        .wait_until(
+            "document.getElementById('viewer-status').textContent.includes('no live video')",
+            Duration::from_secs(30),
+        )
+        .await?;
+    let _camera = stopped.restart()?;
+    browser
+        .wait_until(
+            "document.getElementById('viewer-status').textContent === 'Live'",
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log()))?;
+    let measured = browser.evaluate(&read_stamps_expression(2.0)).await?;
+    let ages = measured["ages"].as_array().map_or(0, Vec::len);
+    assert!(ages >= 25, "after the camera came back: {measured}");
     Ok(())
 }
 

@@ -57,9 +57,12 @@ struct Args {
     /// Seconds of CPU and frame measurement (after a 10 s warm-up).
     #[arg(long, default_value_t = 30)]
     seconds: u64,
-    /// Runs of the glass-to-browser measurement (10 s each).
+    /// Runs of the glass-to-browser measurement.
     #[arg(long, default_value_t = 3)]
     latency_runs: usize,
+    /// Seconds of each glass-to-browser run.
+    #[arg(long, default_value_t = 10.0)]
+    latency_seconds: f64,
     #[arg(long, default_value_t = 3)]
     clip_runs: usize,
     /// One test camera for all: every agent camera is its own RTSP session to the same
@@ -294,11 +297,13 @@ then = [{ clip = { camera = "cam1", before = "5s", after = "5s" } }]
 
     let mut medians = Vec::new();
     for _ in 0..args.latency_runs {
-        let mut ages = glass_to_browser(&agent, 10.0).await?;
+        let mut ages = glass_to_browser(&agent, args.latency_seconds).await?;
         medians.push(median(&mut ages));
         let p95 = ages[(ages.len() * 95 / 100).min(ages.len() - 1)];
+        let oldest = ages[ages.len() - 1];
         println!(
-            "live view glass-to-browser (Chromium, LAN console, 10 s): median {:.0} ms, 95th percentile {p95:.0} ms, {} frames",
+            "live view glass-to-browser (Chromium, LAN console, {} s): median {:.0} ms, 95th percentile {p95:.0} ms, oldest {oldest:.0} ms, {} frames",
+            args.latency_seconds,
             medians[medians.len() - 1],
             ages.len()
         );
