@@ -215,7 +215,7 @@ struct State {
     bypassed: Vec<bool>,
     schedules: Vec<bool>,
     rules: Vec<RuleState>,
-    timers: BTreeMap<(Timestamp, u64), Timer>,
+    timers: BTreeMap<TimerKey, Timer>,
     next_timer: u64,
     /// Pending entry delays by (rule, zone).
     entries: HashMap<(u32, u32), TimerKey>,
@@ -227,7 +227,27 @@ struct State {
     interlock: Vec<(u32, u32)>,
 }
 
-type TimerKey = (Timestamp, u64);
+/// When a timer is due, its [`TimerOrder`], and a sequence number.
+type TimerKey = (Timestamp, TimerOrder, u64);
+
+/// Timers due at the same instant run in this order, whatever order they were set in (a
+/// reload or a restart sets them again in another): zone modes first (schedules, then exit
+/// delays ending), then the rules' timers, then escalations; among timers of one kind, by slot
+/// or incident.
+type TimerOrder = (u8, u64, u64);
+
+impl Timer {
+    fn order(&self) -> TimerOrder {
+        match self {
+            Timer::Schedule { schedule } => (0, u64::from(*schedule), 0),
+            Timer::Exit { zone } => (1, u64::from(*zone), 0),
+            Timer::Entry { rule, zone, .. } => (2, u64::from(*rule), u64::from(*zone)),
+            Timer::Held { rule, local, .. } => (3, u64::from(*rule), u64::from(*local)),
+            Timer::Silent { rule, local } => (4, u64::from(*rule), u64::from(*local)),
+            Timer::Escalate { incident } => (5, *incident, 0),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct ZoneState {
@@ -361,7 +381,7 @@ impl Engine {
 
     /// The earliest pending deadline.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.state.timers.keys().next().map(|(at, _)| *at)
+        self.state.timers.keys().next().map(|(at, _, _)| *at)
     }
 
     /// Whether a command may be sent: refused when it would lock an egress door while the
@@ -478,7 +498,7 @@ impl State {
 
     fn add_timer(&mut self, at: Timestamp, timer: Timer) -> TimerKey {
         self.next_timer += 1;
-        let key = (at, self.next_timer);
+        let key = (at, timer.order(), self.next_timer);
         self.timers.insert(key, timer);
         key
     }

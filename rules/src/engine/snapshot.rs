@@ -145,7 +145,7 @@ impl Engine {
                 .collect(),
             ..Snapshot::default()
         };
-        for ((due, _), timer) in &state.timers {
+        for ((due, _, _), timer) in &state.timers {
             match timer {
                 Timer::Entry { rule, zone, hit } => snapshot.entries.push(SavedEntry {
                     rule: program.rules[*rule as usize].id.clone(),
