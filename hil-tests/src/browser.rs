@@ -158,6 +158,17 @@ impl Browser {
         Ok(result["result"]["value"].clone())
     }
 
+    /// Signs in to the agent's LAN console, open in the page, as a guard would: the token
+    /// typed into the form, the form submitted.
+    pub async fn sign_in_to_console(&mut self, token: &str) -> anyhow::Result<()> {
+        self.evaluate(&format!(
+            "document.getElementById('token').value = {token:?}; \
+             document.getElementById('sign-in').requestSubmit();"
+        ))
+        .await?;
+        Ok(())
+    }
+
     /// Waits until `condition` (a JavaScript expression) is true in the page.
     pub async fn wait_until(&mut self, condition: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;

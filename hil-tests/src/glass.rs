@@ -1,6 +1,6 @@
 //! Glass-to-screen latency: the test camera stamps each frame with the wall-clock time it is
 //! encoded ([`stamp_i420`]), and a page showing the video reads the stamp back off the screen
-//! ([`READ_STAMPS_JS`]), so latency is measured end to end, through every buffer on the way.
+//! ([`read_stamps`]), so latency is measured end to end, through every buffer on the way.
 //!
 //! The stamp is a bar code in the frame's bottom [`ROWS`] rows: [`BLOCKS`] blocks of
 //! `width / 64` pixels, black (0) or white (1): the marker `1 0`, the time in Unix
@@ -8,6 +8,8 @@
 //! time's bytes). Its colour is neutral grey scale, so red, green and blue all read as luma.
 //! It survives H.264 at the test camera's bit rates because each block is many macroblocks
 //! wide or tall and flat.
+
+use crate::browser::Browser;
 
 /// Rows the bar code takes at the bottom of the frame (one macroblock).
 pub const ROWS: usize = 16;
@@ -72,7 +74,7 @@ pub fn stamp_i420(frame: &mut [u8], width: usize, height: usize, millis: u64) {
 /// JavaScript that measures, for `seconds`, how old each frame the page's first `<video>`
 /// presents is: it reads the stamp off every presented frame and compares it with the
 /// frame's expected display time. Evaluates to `{ages: [ms...], unreadable: n, frames: n}`.
-pub const READ_STAMPS_JS: &str = r#"
+const READ_STAMPS_JS: &str = r#"
 (seconds) => new Promise((resolve, reject) => {
   const video = document.querySelector('video');
   if (!video) { reject(new Error('no video element')); return; }
@@ -110,12 +112,26 @@ pub const READ_STAMPS_JS: &str = r#"
 })
 "#;
 
-/// [`READ_STAMPS_JS`] with its constant filled in, called with `seconds`.
-pub fn read_stamps_expression(seconds: f64) -> String {
-    format!(
+/// What [`read_stamps`] saw.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Stamps {
+    /// How old each readable frame was when shown, in milliseconds.
+    pub ages: Vec<f64>,
+    /// Frames whose stamp could not be read.
+    pub unreadable: u64,
+    /// Frames presented in all.
+    pub frames: u64,
+}
+
+/// Reads the stamps off the frames the page's first `<video>` presents for `seconds`.
+pub async fn read_stamps(browser: &mut Browser, seconds: f64) -> anyhow::Result<Stamps> {
+    let expression = format!(
         "({})({seconds})",
         READ_STAMPS_JS.replace("TIME_BITS", &TIME_BITS.to_string())
-    )
+    );
+    Ok(serde_json::from_value(
+        browser.evaluate(&expression).await?,
+    )?)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use gatehouse_hil_tests::browser::Browser;
-use gatehouse_hil_tests::glass::read_stamps_expression;
+use gatehouse_hil_tests::glass::read_stamps;
 use gatehouse_hil_tests::harness::{AgentProcess, GUARD_TOKEN};
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 
@@ -49,7 +49,7 @@ async fn a_guard_signs_in_and_watches_a_camera_live() -> anyhow::Result<()> {
 
     // A wrong token is refused and said so; nothing is shown.
     browser.open(&console).await?;
-    sign_in(&mut browser, "gh_wrong").await?;
+    browser.sign_in_to_console("gh_wrong").await?;
     browser
         .wait_until(
             "document.getElementById('sign-in-error').textContent.includes('refused')",
@@ -64,7 +64,7 @@ async fn a_guard_signs_in_and_watches_a_camera_live() -> anyhow::Result<()> {
     );
 
     // The guard's token shows the camera, online, with a snapshot.
-    sign_in(&mut browser, GUARD_TOKEN).await?;
+    browser.sign_in_to_console(GUARD_TOKEN).await?;
     browser
         .wait_until(
             "document.querySelector('[data-camera=\"cam.lobby\"] .status-online') !== null",
@@ -90,24 +90,23 @@ async fn a_guard_signs_in_and_watches_a_camera_live() -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log()))?;
-    let measured = browser.evaluate(&read_stamps_expression(4.0)).await?;
-    let ages: Vec<f64> = measured["ages"]
-        .as_array()
-        .map(|ages| ages.iter().filter_map(|a| a.as_f64()).collect())
-        .unwrap_or_default();
-    let frames = measured["frames"].as_u64().unwrap_or(0);
+    let measured = read_stamps(&mut browser, 4.0).await?;
+    let frames = measured.frames;
     assert!(
         frames >= 50,
-        "4 s of 25 frames/s showed {frames} frames: {measured}"
+        "4 s of 25 frames/s showed {frames} frames: {measured:?}"
     );
     assert!(
-        ages.len() as u64 >= frames * 9 / 10,
-        "stamps unreadable: {measured}"
+        measured.ages.len() as u64 >= frames * 9 / 10,
+        "stamps unreadable: {measured:?}"
     );
     // Live, not a recording: every frame shown (each a new one) is seconds old at most.
     assert!(
-        ages.iter().all(|&age| (-100.0..10_000.0).contains(&age)),
-        "{ages:?}"
+        measured
+            .ages
+            .iter()
+            .all(|&age| (-100.0..10_000.0).contains(&age)),
+        "{measured:?}"
     );
     let status = browser
         .evaluate("document.getElementById('viewer-status').textContent")
@@ -131,18 +130,10 @@ async fn a_guard_signs_in_and_watches_a_camera_live() -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log()))?;
-    let measured = browser.evaluate(&read_stamps_expression(2.0)).await?;
-    let ages = measured["ages"].as_array().map_or(0, Vec::len);
-    assert!(ages >= 25, "after the camera came back: {measured}");
-    Ok(())
-}
-
-async fn sign_in(browser: &mut Browser, token: &str) -> anyhow::Result<()> {
-    browser
-        .evaluate(&format!(
-            "document.getElementById('token').value = {token:?}; \
-             document.getElementById('sign-in').requestSubmit();"
-        ))
-        .await?;
+    let measured = read_stamps(&mut browser, 2.0).await?;
+    assert!(
+        measured.ages.len() >= 25,
+        "after the camera came back: {measured:?}"
+    );
     Ok(())
 }

@@ -40,9 +40,13 @@ fn camera_id(id: &str) -> DeviceId {
 }
 
 fn source(id: &str, camera: &TestCamera, mode: RestreamMode) -> RestreamSource {
+    source_at(id, StreamUrl::Fixed(camera.url().to_owned()), mode)
+}
+
+fn source_at(id: &str, url: StreamUrl, mode: RestreamMode) -> RestreamSource {
     RestreamSource {
         camera: camera_id(id),
-        url: StreamUrl::Fixed(camera.url().to_owned()),
+        url,
         camera_user: None,
         camera_password: None,
         mode,
@@ -495,13 +499,11 @@ fn a_camera_connection_reset_while_watched_disconnects_its_clients_and_comes_bac
     let proxy = ResettingProxy::start(camera.url())?;
     let restreamer = Restreamer::start(
         &settings(),
-        &[RestreamSource {
-            camera: camera_id("cam.reset"),
-            url: StreamUrl::Fixed(proxy.url.clone()),
-            camera_user: None,
-            camera_password: None,
-            mode: RestreamMode::Passthrough,
-        }],
+        &[source_at(
+            "cam.reset",
+            StreamUrl::Fixed(proxy.url.clone()),
+            RestreamMode::Passthrough,
+        )],
     )?;
     // A reset connection is an element error mid-stream ("Could not read from resource"):
     // the media's own error handling and the clients' teardown must not both stop it.
@@ -703,13 +705,11 @@ fn a_camera_whose_address_is_found_later_is_served_once_it_is() -> anyhow::Resul
     let found = Arc::new(DiscoveredUrl::default());
     let restreamer = Restreamer::start(
         &settings(),
-        &[RestreamSource {
-            camera: camera_id("cam.onvif"),
-            url: StreamUrl::Discovered(Arc::clone(&found)),
-            camera_user: None,
-            camera_password: None,
-            mode: RestreamMode::Passthrough,
-        }],
+        &[source_at(
+            "cam.onvif",
+            StreamUrl::Discovered(Arc::clone(&found)),
+            RestreamMode::Passthrough,
+        )],
     )?;
     // ONVIF has not answered yet: the camera cannot be served, and says so.
     let (status, _) = describe(&restreamer, "cam.onvif", Some((USER, PASSWORD)))?;

@@ -534,7 +534,7 @@ impl State {
                     Some(part) => segment.parts.len() > part || segment.complete,
                     None => segment.complete,
                 });
-                there.then(|| Ready::Playlist(Playlist { state: self }))
+                if there { playlist() } else { None }
             }
             Wanted::Init(version) if version == track.version => {
                 Some(Ready::Bytes(track.init.clone()))

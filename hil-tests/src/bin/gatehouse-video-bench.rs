@@ -33,7 +33,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use gatehouse_hil_tests::browser::Browser;
 use gatehouse_hil_tests::cpu::cpu_seconds;
-use gatehouse_hil_tests::glass::read_stamps_expression;
+use gatehouse_hil_tests::glass::read_stamps;
 use gatehouse_hil_tests::harness::{self, AgentProcess, GUARD_TOKEN};
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use serde_json::Value as Json;
@@ -116,30 +116,24 @@ async fn glass_to_browser(agent: &AgentProcess, seconds: f64) -> anyhow::Result<
     browser
         .open(&format!("http://{}/console/#camera=cam1", agent.api))
         .await?;
-    browser
-        .evaluate(&format!(
-            "document.getElementById('token').value = {GUARD_TOKEN:?}; \
-             document.getElementById('sign-in').requestSubmit();"
-        ))
-        .await?;
+    browser.sign_in_to_console(GUARD_TOKEN).await?;
     browser
         .wait_until(
             "document.getElementById('live').currentTime > 2",
             Duration::from_secs(30),
         )
         .await?;
-    let measured = browser.evaluate(&read_stamps_expression(seconds)).await?;
-    let ages: Vec<f64> = measured["ages"]
-        .as_array()
-        .map(|ages| ages.iter().filter_map(Json::as_f64).collect())
-        .unwrap_or_default();
-    anyhow::ensure!(!ages.is_empty(), "no stamp could be read: {measured}");
+    let measured = read_stamps(&mut browser, seconds).await?;
+    anyhow::ensure!(
+        !measured.ages.is_empty(),
+        "no stamp could be read: {measured:?}"
+    );
     eprintln!(
         "video-bench: {} frames shown, {} stamps read",
-        measured["frames"],
-        ages.len()
+        measured.frames,
+        measured.ages.len()
     );
-    Ok(ages)
+    Ok(measured.ages)
 }
 
 #[tokio::main]
