@@ -4,6 +4,8 @@
 # binaries the end-to-end tests drive, and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One clean build: incremental state would only double the target directory's size.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 scripts/install-deps.sh
 scripts/setup-test-deps.sh
