@@ -422,56 +422,18 @@ fn a_camera_that_stops_sending_is_dropped_and_its_clients_disconnected() -> anyh
         &settings(),
         &[source("cam.stuck", &camera, RestreamMode::Passthrough)],
     )?;
-    let url = url_with(&restreamer, "cam.stuck", USER, PASSWORD);
-    let mut client = Command::new("gst-launch-1.0")
-        .args([
-            "-q",
-            "rtspsrc",
-            &format!("location={url}"),
-            "protocols=tcp",
-            "!",
-            "fakesink",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("running gst-launch-1.0 (apt-get install gstreamer1.0-tools)")?;
-    let outcome = (|| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while restreamer.cameras_pulled().is_empty() {
-            ensure!(
-                Instant::now() < deadline,
-                "the client never made the camera be pulled"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        camera.stall()?;
-        let stalled = Instant::now();
-        let deadline = stalled + STALL_TIMEOUT + Duration::from_secs(5);
-        // The client is disconnected (gst-launch ends) and the camera released.
-        while client.try_wait()?.is_none() || !restreamer.cameras_pulled().is_empty() {
-            ensure!(
-                Instant::now() < deadline,
-                "{:?} after the camera stalled: client still connected or camera still pulled ({:?})",
-                stalled.elapsed(),
-                restreamer.cameras_pulled()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ensure!(
-            stalled.elapsed() >= STALL_TIMEOUT - Duration::from_secs(1),
-            "dropped after only {:?}",
-            stalled.elapsed()
-        );
-        // Once the camera sends again, the mount serves again.
-        camera.resume()?;
-        let seen = discover(&url)?;
-        assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
-        Ok(())
-    })();
-    let _ = client.kill();
-    let _ = client.wait();
-    outcome
+    // The client is disconnected (gst-launch ends) and the camera released, but only once
+    // the camera has been silent for the stall timeout.
+    let broken_for = watch_until_broken(&restreamer, "cam.stuck", || camera.stall())?;
+    ensure!(
+        broken_for >= STALL_TIMEOUT - Duration::from_secs(1),
+        "dropped after only {broken_for:?}"
+    );
+    // Once the camera sends again, the mount serves again.
+    camera.resume()?;
+    let seen = discover(&url_with(&restreamer, "cam.stuck", USER, PASSWORD))?;
+    assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
+    Ok(())
 }
 
 #[test]
@@ -484,7 +446,10 @@ fn a_camera_that_dies_while_watched_disconnects_its_clients_and_comes_back() -> 
     )?;
     let mut stopped = None;
     // GStreamer reports a camera killed mid-stream as a warning and end of stream.
-    watch_until_broken(&restreamer, "cam.dies", || stopped = Some(camera.kill()))?;
+    watch_until_broken(&restreamer, "cam.dies", || {
+        stopped = Some(camera.kill());
+        Ok(())
+    })?;
     let _camera = stopped.context("the camera was not killed")?.restart()?;
     let seen = discover(&url_with(&restreamer, "cam.dies", USER, PASSWORD))?;
     assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
@@ -507,7 +472,10 @@ fn a_camera_connection_reset_while_watched_disconnects_its_clients_and_comes_bac
     )?;
     // A reset connection is an element error mid-stream ("Could not read from resource"):
     // the media's own error handling and the clients' teardown must not both stop it.
-    watch_until_broken(&restreamer, "cam.reset", || proxy.reset_all())?;
+    watch_until_broken(&restreamer, "cam.reset", || {
+        proxy.reset_all();
+        Ok(())
+    })?;
     ensure!(
         logs().contains("Could not read from resource"),
         "the reset was not reported as an element error"
@@ -518,12 +486,12 @@ fn a_camera_connection_reset_while_watched_disconnects_its_clients_and_comes_bac
 }
 
 /// A client watches `camera` until `break_it` breaks the camera; then the client must be
-/// disconnected and the camera released.
+/// disconnected and the camera released. Returns how long that took after the break.
 fn watch_until_broken(
     restreamer: &Restreamer,
     camera: &str,
-    break_it: impl FnOnce(),
-) -> anyhow::Result<()> {
+    break_it: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Duration> {
     let url = url_with(restreamer, camera, USER, PASSWORD);
     let mut client = Command::new("gst-launch-1.0")
         .args([
@@ -548,17 +516,19 @@ fn watch_until_broken(
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_secs(1));
-        break_it();
-        let deadline = Instant::now() + STALL_TIMEOUT + Duration::from_secs(10);
+        break_it()?;
+        let broken = Instant::now();
+        let deadline = broken + STALL_TIMEOUT + Duration::from_secs(10);
         while client.try_wait()?.is_none() || !restreamer.cameras_pulled().is_empty() {
             ensure!(
                 Instant::now() < deadline,
-                "client still connected or camera still pulled after the camera broke ({:?})",
+                "{:?} after the camera broke: client still connected or camera still pulled ({:?})",
+                broken.elapsed(),
                 restreamer.cameras_pulled()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(())
+        Ok(broken.elapsed())
     })();
     let _ = client.kill();
     let _ = client.wait();
