@@ -155,10 +155,15 @@ fn describe(outcome: &Outcome) -> (Option<String>, String) {
                 (Some(point), None) => format!(" ({point})"),
                 _ => String::new(),
             };
+            let joined = match raise.joined.len() {
+                0 => String::new(),
+                1 => ", and 1 later trigger during the entry delay".to_owned(),
+                n => format!(", and {n} later triggers during the entry delay"),
+            };
             (
                 Some(raise.rule.to_string()),
                 format!(
-                    "rule {}: {what}: {} \"{}\"{from}",
+                    "rule {}: {what}: {} \"{}\"{from}{joined}",
                     raise.rule,
                     raise.severity.as_str(),
                     raise.title

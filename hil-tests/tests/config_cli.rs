@@ -4,6 +4,12 @@ use std::process::Command;
 
 use gatehouse_hil_tests::harness::agent_binary;
 
+/// The shipped example site.
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../edge-agent/examples/site.toml"
+);
+
 fn run(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
     let output = Command::new(agent_binary()?).args(args).output()?;
     Ok((
@@ -15,11 +21,7 @@ fn run(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
 
 #[test]
 fn check_config_accepts_the_shipped_example() -> anyhow::Result<()> {
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../edge-agent/examples/site.toml"
-    );
-    let (code, stdout, _) = run(&["check-config", example])?;
+    let (code, stdout, _) = run(&["check-config", EXAMPLE])?;
     assert_eq!(code, 0);
     assert!(stdout.contains("is valid"), "{stdout}");
     assert!(stdout.contains("5 points"), "{stdout}");
@@ -131,31 +133,30 @@ fn door_event(seq: u64, second: i64, open: bool) -> String {
     serde_json::to_string(&event).unwrap_or_default()
 }
 
+/// Writes `events` to `NAME.jsonl` in `folder` and replays them through `rules test` with
+/// the example site.
+fn replay(
+    folder: &tempfile::TempDir,
+    name: &str,
+    events: &[String],
+    extra: &[&str],
+) -> anyhow::Result<(i32, String, String)> {
+    let file = folder.path().join(format!("{name}.jsonl"));
+    std::fs::write(&file, events.join("\n") + "\n")?;
+    let file = file.display().to_string();
+    let mut args = vec!["rules", "test", "--config", EXAMPLE, "--events", &file];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 #[test]
 fn rules_test_replays_recorded_events_and_says_what_fired() -> anyhow::Result<()> {
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../edge-agent/examples/site.toml"
-    );
     let folder = tempfile::tempdir()?;
-    let events = folder.path().join("recorded.jsonl");
     // The door opens in the armed lobby and stays open: the entry delay (30 s) runs out, then
     // the door has been held open for a minute.
-    std::fs::write(
-        &events,
-        [door_event(1, 0, false), door_event(2, 5, true)].join("\n") + "\n",
-    )?;
-    let events = events.display().to_string();
-    let (code, stdout, stderr) = run(&[
-        "rules",
-        "test",
-        "--config",
-        example,
-        "--events",
-        &events,
-        "--continue-for",
-        "3m",
-    ])?;
+    let door_opens = [door_event(1, 0, false), door_event(2, 5, true)];
+    let (code, stdout, stderr) =
+        replay(&folder, "recorded", &door_opens, &["--continue-for", "3m"])?;
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
@@ -183,18 +184,32 @@ fn rules_test_replays_recorded_events_and_says_what_fired() -> anyhow::Result<()
         "{stdout}"
     );
 
+    // The door opening again while the entry delay runs is evidence of the same incident.
+    let twice = [
+        door_event(1, 0, false),
+        door_event(2, 5, true),
+        door_event(3, 10, false),
+        door_event(4, 15, true),
+    ];
+    let (code, stdout, stderr) = replay(&folder, "twice", &twice, &["--continue-for", "1m"])?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("incident 1 opened: high \"Intrusion: lobby.door.open opened in lobby\" (lobby.door.open = true), and 1 later trigger during the entry delay"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("entry delay in zone lobby").count(),
+        1,
+        "{stdout}"
+    );
+
     // Without the extra time, the entry delay has not run out when the recording ends.
-    let (_, stdout, _) = run(&["rules", "test", "--config", example, "--events", &events])?;
+    let (_, stdout, _) = replay(&folder, "recorded", &door_opens, &[])?;
     assert!(stdout.contains("0 incidents"), "{stdout}");
 
     // A broken line is refused with its number; nothing is half-reported as a success.
-    let broken = folder.path().join("broken.jsonl");
-    std::fs::write(
-        &broken,
-        format!("{}\n{{\"seq\": 2}}\n", door_event(1, 0, true)),
-    )?;
-    let broken = broken.display().to_string();
-    let (code, _, stderr) = run(&["rules", "test", "--config", example, "--events", &broken])?;
+    let broken = [door_event(1, 0, true), r#"{"seq": 2}"#.to_owned()];
+    let (code, _, stderr) = replay(&folder, "broken", &broken, &[])?;
     assert_eq!(code, 1);
     assert!(
         stderr.contains("broken.jsonl: line 2: not an event"),

@@ -191,7 +191,7 @@ impl Replay {
         if let Some(id) = raise.attach_to
             && let Some(incident) = self.incidents.get_mut(&id)
         {
-            incident.evidence.push(raise.evidence());
+            incident.evidence.extend(raise.evidence());
             return (id, false);
         }
         let id = self.incidents.len() as u64 + 1;

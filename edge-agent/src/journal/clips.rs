@@ -2,7 +2,8 @@
 //!
 //! A clip row is inserted in the transaction of the rule's trigger, so a request is never
 //! lost; it is linked to the incident its rule raised for the same trigger (in that
-//! transaction, or later when an entry delay held the raise back), and the incident carries a
+//! transaction, or later when an entry delay held the raise back; a trigger that came while
+//! that delay ran goes with the raise it ends in), and the incident carries a
 //! [`ClipRef`]. When the video service has written the clip (or given up), [`finish`] records
 //! the outcome and, for a linked incident, updates its `ClipRef` with an `evidence_added`
 //! incident event, so the console and the relay learn the clip is ready.

@@ -274,11 +274,13 @@ impl RuleDriver {
         };
         let (incident, change) = match open {
             Some(mut incident) => {
-                if incident.evidence.len() >= MAX_EVIDENCE {
-                    incident.evidence.remove(1);
+                for evidence in raise.evidence() {
+                    if incident.evidence.len() >= MAX_EVIDENCE {
+                        incident.evidence.remove(1);
+                    }
+                    incident.evidence.push(evidence);
                 }
-                incident.evidence.push(raise.evidence());
-                clips::attach(tx, &mut incident, raise.evidence.at)?;
+                attach_clips(tx, &mut incident, raise)?;
                 store_incident(tx, &incident)?;
                 (incident, IncidentChange::EvidenceAdded)
             }
@@ -288,7 +290,7 @@ impl RuleDriver {
                 )?
                 .execute([super::to_micros(at)])?;
                 let mut incident = raise.incident(tx.last_insert_rowid() as u64, at);
-                clips::attach(tx, &mut incident, raise.evidence.at)?;
+                attach_clips(tx, &mut incident, raise)?;
                 store_incident(tx, &incident)?;
                 tracing::warn!(incident = incident.id, rule = %incident.rule,
                     severity = incident.severity.as_str(), title = %incident.title,
@@ -421,6 +423,18 @@ fn escalate(
         "incident escalated: still unacknowledged"
     );
     Ok(Some(incident_body(IncidentChange::Escalated, incident)))
+}
+
+/// Links the clips the rule asked for at each of the raise's triggers to `incident`.
+fn attach_clips(
+    tx: &Transaction,
+    incident: &mut Incident,
+    raise: &Raise,
+) -> Result<(), JournalError> {
+    for hit in raise.hits() {
+        clips::attach(tx, incident, hit.at)?;
+    }
+    Ok(())
 }
 
 fn incident_body(change: IncidentChange, incident: Incident) -> EventBody {

@@ -28,7 +28,9 @@
 //!   Arming a zone with an exit delay puts it in *arming* until the delay ends: `if.modes` and
 //!   `armed("…")` see it as armed only then. A `raise` with `delay = "entry"` in an armed
 //!   zone with an entry delay waits that long and is dropped if the zone is disarmed
-//!   meanwhile. Disarming clears the zone's bypasses and pending entry delays.
+//!   meanwhile; the rule's further triggers in that zone while it waits join it as evidence
+//!   ([`Raise::joined`]) instead of starting delays of their own. Disarming clears the zone's
+//!   bypasses and pending entry delays.
 //! - **Bypass.** A bypassed point triggers no rule except life-safety ones, until its zone is
 //!   next disarmed.
 //! - **Correlation.** A `raise` while the same rule has an unresolved incident in the same
@@ -120,19 +122,31 @@ pub struct Raise {
     pub severity: Severity,
     pub title: String,
     pub evidence: Hit,
+    /// Later triggers of the same rule and zone that came while its entry delay ran: the
+    /// same intrusion, so the incident takes them as evidence too (at most
+    /// [`MAX_JOINED`], the first kept).
+    pub joined: Vec<Hit>,
     /// The unresolved incident of the same rule and zone to add the evidence to.
     pub attach_to: Option<u64>,
 }
 
+/// How many later triggers a pending entry delay keeps as evidence.
+pub const MAX_JOINED: usize = 32;
+
 impl Raise {
-    /// The evidence this raise carries.
-    pub fn evidence(&self) -> Evidence {
-        Evidence {
-            seq: self.evidence.seq,
-            point: self.evidence.point.clone(),
-            value: self.evidence.value.clone(),
-            at: self.evidence.at,
-        }
+    /// The triggers this raise stands for, the first first.
+    pub fn hits(&self) -> impl Iterator<Item = &Hit> {
+        std::iter::once(&self.evidence).chain(&self.joined)
+    }
+
+    /// The evidence this raise carries, one per trigger.
+    pub fn evidence(&self) -> impl Iterator<Item = Evidence> {
+        self.hits().map(|hit| Evidence {
+            seq: hit.seq,
+            point: hit.point.clone(),
+            value: hit.value.clone(),
+            at: hit.at,
+        })
     }
 
     /// The incident this raise opens, numbered `id`, at `at`.
@@ -145,7 +159,7 @@ impl Raise {
             zone: self.zone.clone(),
             state: IncidentState::Open,
             opened_at: at,
-            evidence: vec![self.evidence()],
+            evidence: self.evidence().collect(),
             escalations: 0,
             acknowledged: None,
             resolved: None,
@@ -286,12 +300,31 @@ struct TrackedIncident {
 /// A pending deadline.
 #[derive(Debug, Clone)]
 enum Timer {
-    Entry { rule: u32, zone: u32, hit: SlotHit },
-    Exit { zone: u32 },
-    Held { rule: u32, local: u32, hit: SlotHit },
-    Silent { rule: u32, local: u32 },
-    Escalate { incident: u64 },
-    Schedule { schedule: u32 },
+    Entry {
+        rule: u32,
+        zone: u32,
+        hit: SlotHit,
+        /// Triggers of the same rule and zone while the delay runs.
+        joined: Vec<SlotHit>,
+    },
+    Exit {
+        zone: u32,
+    },
+    Held {
+        rule: u32,
+        local: u32,
+        hit: SlotHit,
+    },
+    Silent {
+        rule: u32,
+        local: u32,
+    },
+    Escalate {
+        incident: u64,
+    },
+    Schedule {
+        schedule: u32,
+    },
 }
 
 /// A [`Hit`] with slots instead of ids.

@@ -6,7 +6,8 @@ use jiff::Timestamp;
 
 use super::compile::{CompiledAction, CompiledTrigger, Hook, Rule, Step, TitlePart};
 use super::{
-    Command, Engine, Hit, ModeChange, Output, Raise, SlotHit, Timer, TrackedIncident, ZoneState,
+    Command, Engine, Hit, MAX_JOINED, ModeChange, Output, Raise, SlotHit, Timer, TrackedIncident,
+    ZoneState,
 };
 use crate::config::{Delay, EventKind, Mode};
 use crate::engine::compile::LOOP_WINDOW;
@@ -430,7 +431,15 @@ impl Engine {
                 });
                 match entry {
                     Some((zone, delay_for)) => {
-                        if self.state.entries.contains_key(&(rule_slot, zone)) {
+                        if let Some(key) = self.state.entries.get(&(rule_slot, zone)) {
+                            // The same intrusion: its evidence (and clips) go with the
+                            // raise the running delay ends in.
+                            if let Some(Timer::Entry { joined, .. }) =
+                                self.state.timers.get_mut(key)
+                                && joined.len() < MAX_JOINED
+                            {
+                                joined.push(hit.clone());
+                            }
                             return;
                         }
                         let until = now.saturating_add(delay_for).unwrap_or(Timestamp::MAX);
@@ -440,6 +449,7 @@ impl Engine {
                                 rule: rule_slot,
                                 zone,
                                 hit: hit.clone(),
+                                joined: Vec::new(),
                             },
                         );
                         self.state.entries.insert((rule_slot, zone), key);
@@ -449,7 +459,7 @@ impl Engine {
                             until,
                         });
                     }
-                    None => out.push(self.raise(rule_slot, *severity, title, zone, hit)),
+                    None => out.push(self.raise(rule_slot, *severity, title, zone, hit, &[])),
                 }
             }
             CompiledAction::Command { point, value } => {
@@ -493,6 +503,7 @@ impl Engine {
         title: &[TitlePart],
         zone: Option<u32>,
         hit: &SlotHit,
+        joined: &[SlotHit],
     ) -> Output {
         let program = &self.program;
         let rule = &program.rules[rule_slot as usize];
@@ -519,6 +530,7 @@ impl Engine {
             title: text,
             attach_to: self.state.open.get(&(rule_slot, zone)).copied(),
             evidence: hit,
+            joined: joined.iter().map(|hit| self.hit(hit)).collect(),
         })
     }
 
@@ -539,7 +551,12 @@ impl Engine {
     fn run_timer(&mut self, timer: Timer, at: Timestamp, out: &mut Vec<Output>) {
         let program = self.program.clone();
         match timer {
-            Timer::Entry { rule, zone, hit } => {
+            Timer::Entry {
+                rule,
+                zone,
+                hit,
+                joined,
+            } => {
                 self.state.entries.remove(&(rule, zone));
                 if !self.state.zones[zone as usize].mode.is_armed() {
                     return;
@@ -549,7 +566,7 @@ impl Engine {
                         severity, title, ..
                     } = action
                     {
-                        out.push(self.raise(rule, *severity, title, Some(zone), &hit));
+                        out.push(self.raise(rule, *severity, title, Some(zone), &hit, &joined));
                     }
                 }
             }

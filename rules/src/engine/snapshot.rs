@@ -42,6 +42,9 @@ pub struct SavedEntry {
     pub zone: ZoneId,
     pub due: Timestamp,
     pub hit: SavedHit,
+    /// Later triggers while the delay runs (absent in snapshots from before they were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<SavedHit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,11 +150,17 @@ impl Engine {
         };
         for ((due, _, _), timer) in &state.timers {
             match timer {
-                Timer::Entry { rule, zone, hit } => snapshot.entries.push(SavedEntry {
+                Timer::Entry {
+                    rule,
+                    zone,
+                    hit,
+                    joined,
+                } => snapshot.entries.push(SavedEntry {
                     rule: program.rules[*rule as usize].id.clone(),
                     zone: program.zones[*zone as usize].id.clone(),
                     due: *due,
                     hit: self.hit(hit).into(),
+                    joined: joined.iter().map(|hit| self.hit(hit).into()).collect(),
                 }),
                 Timer::Held { rule, local, hit } => {
                     let point = program.rules[*rule as usize].locals[*local as usize];
@@ -232,10 +241,13 @@ impl Engine {
             ) else {
                 continue;
             };
-            let hit = self.slot_hit(&entry.hit);
-            let key = self
-                .state
-                .add_timer(entry.due, Timer::Entry { rule, zone, hit });
+            let timer = Timer::Entry {
+                rule,
+                zone,
+                hit: self.slot_hit(&entry.hit),
+                joined: entry.joined.iter().map(|hit| self.slot_hit(hit)).collect(),
+            };
+            let key = self.state.add_timer(entry.due, timer);
             self.state.entries.insert((rule, zone), key);
         }
         for held in &snapshot.held {

@@ -239,7 +239,7 @@ impl Run {
         let now = self.offset(outcome.at);
         match &outcome.output {
             Output::Raise(raise) => format!(
-                "{now} {} #{} {} {} {:?} zone={} point={} seq={}",
+                "{now} {} #{} {} {} {:?} zone={} point={} seq={}{}",
                 if raise.attach_to.is_some() {
                     "attach"
                 } else {
@@ -252,6 +252,12 @@ impl Run {
                 raise.zone.as_ref().map_or("-", |z| z.as_str()),
                 raise.evidence.point.as_ref().map_or("-", |p| p.as_str()),
                 raise.evidence.seq,
+                if raise.joined.is_empty() {
+                    String::new()
+                } else {
+                    let seqs: Vec<_> = raise.joined.iter().map(|hit| hit.seq).collect();
+                    format!(" joined={seqs:?}")
+                },
             ),
             Output::Escalate {
                 incident,
@@ -362,6 +368,58 @@ fn entry_delay_disarmed_too_late_raises() {
         "+130s open #1 intrusion high \"Intrusion: lobby.door in lobby\" zone=lobby point=lobby.door seq=1"
     );
     assert_eq!(log.len(), 5);
+}
+
+#[test]
+fn triggers_during_an_entry_delay_join_the_incident_it_ends_in() {
+    let mut run = Run::new(engine(INTRUSION));
+    run.set_mode(0.0, "lobby", Mode::ArmedAway)
+        .wait(45.0)
+        .observe(100.0, "lobby.door", Value::Bool(true))
+        .observe(105.0, "lobby.door", Value::Bool(false))
+        .observe(110.0, "lobby.door", Value::Bool(true))
+        .observe(115.0, "lobby.door", Value::Bool(false))
+        .observe(120.0, "lobby.door", Value::Bool(true))
+        .wait(130.0)
+        // After the delay, a new trigger waits again and then adds to the open incident.
+        .observe(135.0, "lobby.door", Value::Bool(false))
+        .observe(140.0, "lobby.door", Value::Bool(true))
+        .wait(170.0);
+    assert_eq!(
+        run.take()[2..],
+        [
+            "+100s entry intrusion lobby until +130s",
+            "+130s open #1 intrusion high \"Intrusion: lobby.door in lobby\" zone=lobby point=lobby.door seq=1 joined=[3, 5]",
+            "+140s entry intrusion lobby until +170s",
+            "+170s attach #1 intrusion high \"Intrusion: lobby.door in lobby\" zone=lobby point=lobby.door seq=8",
+        ]
+    );
+    let seqs: Vec<u64> = run
+        .replay
+        .incidents()
+        .get(&1)
+        .map(|incident| incident.evidence.iter().map(|e| e.seq).collect())
+        .unwrap_or_default();
+    assert_eq!(seqs, [1, 3, 5, 8]);
+}
+
+#[test]
+fn triggers_that_joined_an_entry_delay_survive_a_restart() {
+    let mut run = Run::new(engine(INTRUSION));
+    run.set_mode(0.0, "lobby", Mode::ArmedAway)
+        .wait(45.0)
+        .observe(100.0, "lobby.door", Value::Bool(true))
+        .observe(105.0, "lobby.door", Value::Bool(false))
+        .observe(110.0, "lobby.door", Value::Bool(true));
+    let json =
+        serde_json::to_string(&run.engine().snapshot(run.now())).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot: Snapshot = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+    let outputs = engine(INTRUSION).start(&[], Some(&snapshot), run.at(500.0));
+    let joined = match outputs.as_slice() {
+        [Output::Raise(raise)] => raise.joined.iter().map(|hit| (hit.seq, hit.at)).collect(),
+        _ => Vec::new(),
+    };
+    assert_eq!(joined, [(3, run.at(110.0))], "{outputs:?}");
 }
 
 #[test]

@@ -123,12 +123,7 @@ async fn repeats_add_evidence_and_an_unacknowledged_incident_escalates() {
         last,
         Some((IncidentChange::Escalated, 1, Severity::Critical, 2))
     );
-    let stored = journal
-        .reader
-        .run(|c| crate::journal::query::incident(c, 1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("incident 1 missing"));
+    let stored = stored_incident(&journal, 1).await;
     assert_eq!(
         (stored.severity, stored.escalations),
         (Severity::Critical, 1)
@@ -403,12 +398,7 @@ async fn a_batch_that_fails_to_commit_is_evaluated_again_from_the_committed_stat
     append(&journal, "door", Value::Bool(true)).await;
     let events = all_events(&journal.reader);
     assert_eq!(incident_events(&events), OPENED_THEN_EVIDENCE);
-    let incident = journal
-        .reader
-        .run(|c| crate::journal::query::incident(c, 1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("incident 1 missing"));
+    let incident = stored_incident(&journal, 1).await;
     assert_eq!(incident.evidence[0].seq, opened);
 }
 
@@ -454,12 +444,7 @@ async fn a_clip_is_recorded_with_its_trigger_and_linked_to_the_incident_in_eithe
         assert_eq!(request.camera.as_str(), "cam.lobby");
         assert_eq!(request.to.duration_since(request.at).as_secs(), 3);
         assert_eq!(request.at.duration_since(request.from).as_secs(), 2);
-        let incident = journal
-            .reader
-            .run(|c| crate::journal::query::incident(c, 1))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no incident"));
+        let incident = stored_incident(&journal, 1).await;
         assert_eq!(incident.clips.len(), 1, "clip first: {clip_first}");
         assert_eq!(incident.clips[0].id, request.id);
         assert_eq!(
@@ -470,12 +455,7 @@ async fn a_clip_is_recorded_with_its_trigger_and_linked_to_the_incident_in_eithe
             .into_iter()
             .find(|e| e.seq == seq)
             .unwrap_or_else(|| panic!("no trigger event"));
-        let clip = journal
-            .reader
-            .run(move |c| crate::journal::clips::get(c, request.id))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no clip row"));
+        let clip = stored_clip(&journal, request.id).await;
         assert_eq!(clip.incident, Some(1));
         assert!(clip.trigger_at <= trigger.recorded_at);
     }
@@ -493,17 +473,7 @@ async fn a_finished_clip_updates_its_incident_and_an_entry_delayed_raise_finds_i
         .unwrap_or_else(|| panic!("no clip request"));
     let due = next_deadline(&mut journal).await;
     tick_at(&journal, due).await;
-    let incident = |journal: &TestJournal| {
-        let reader = journal.reader.clone();
-        async move {
-            reader
-                .run(|c| crate::journal::query::incident(c, 1))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .unwrap_or_else(|| panic!("no incident"))
-        }
-    };
-    assert_eq!(incident(&journal).await.clips[0].id, request.id);
+    assert_eq!(stored_incident(&journal, 1).await.clips[0].id, request.id);
 
     let outcome = crate::journal::clips::ClipOutcome::Ready {
         file: format!("{}.mp4", request.id),
@@ -516,7 +486,7 @@ async fn a_finished_clip_updates_its_incident_and_an_entry_delayed_raise_finds_i
         .finish_clip(request.id, outcome.clone())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let updated = incident(&journal).await;
+    let updated = stored_incident(&journal, 1).await;
     assert_eq!(updated.clips[0].state, gatehouse_protocol::ClipState::Ready);
     // The change is an incident event, so the stream and the relay learn of it.
     let last = incident_events(&all_events(&journal.reader)).pop();
@@ -549,4 +519,48 @@ async fn a_finished_clip_updates_its_incident_and_an_entry_delayed_raise_finds_i
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(gone.is_none());
+}
+
+#[tokio::test]
+async fn a_door_opened_again_during_the_entry_delay_brings_its_clip_to_the_incident() {
+    let mut journal = TestJournal::with_defaults(&clip_site(false, true));
+    let first = append(&journal, "door", Value::Bool(true)).await;
+    append(&journal, "door", Value::Bool(false)).await;
+    let again = append(&journal, "door", Value::Bool(true)).await;
+    let mut requested = Vec::new();
+    for _ in 0..2 {
+        let request = journal.rule_clips.recv().await;
+        requested.push(request.unwrap_or_else(|| panic!("no clip request")).id);
+    }
+    let due = next_deadline(&mut journal).await;
+    tick_at(&journal, due).await;
+    let incident = stored_incident(&journal, 1).await;
+    let clips: Vec<u64> = incident.clips.iter().map(|clip| clip.id).collect();
+    assert_eq!(clips, requested);
+    let evidence: Vec<u64> = incident.evidence.iter().map(|e| e.seq).collect();
+    assert_eq!(evidence, [first, again]);
+    for id in requested {
+        let clip = stored_clip(&journal, id).await;
+        assert_eq!(clip.incident, Some(1), "clip {id}");
+    }
+}
+
+/// Incident `id` as the journal stores it.
+async fn stored_incident(journal: &TestJournal, id: u64) -> gatehouse_protocol::Incident {
+    journal
+        .reader
+        .run(move |c| crate::journal::query::incident(c, id))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("incident {id} missing"))
+}
+
+/// Clip `id`'s row.
+async fn stored_clip(journal: &TestJournal, id: u64) -> crate::journal::clips::ClipRecord {
+    journal
+        .reader
+        .run(move |c| crate::journal::clips::get(c, id))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("clip {id} missing"))
 }
