@@ -101,8 +101,13 @@ pub fn insert(
     })
 }
 
+/// How many clips an incident names: the first, then the latest. An incident left open
+/// over a weekend by a door that keeps opening would otherwise grow without end in every
+/// event about it; the clips it no longer names stay linked (`/api/v1/clips?incident=`).
+pub const MAX_CLIPS: usize = 100;
+
 /// Links the clips `rule` asked for at the trigger `at` (and not yet linked) to `incident`,
-/// adding their references to it.
+/// adding their references to it (at most [`MAX_CLIPS`]).
 pub fn attach(
     tx: &Transaction,
     incident: &mut Incident,
@@ -120,6 +125,9 @@ pub fn attach(
         )?
         .collect::<Result<Vec<_>, _>>()?;
     for clip in linked {
+        if incident.clips.len() >= MAX_CLIPS {
+            incident.clips.remove(1);
+        }
         incident.clips.push(reference(&clip));
     }
     Ok(())
@@ -169,11 +177,11 @@ pub fn finish(
     else {
         return Ok(None);
     };
-    let updated = reference(&clip);
-    match incident.clips.iter_mut().find(|c| c.id == id) {
-        Some(existing) => *existing = updated,
-        None => incident.clips.push(updated),
-    }
+    // A clip the incident no longer names (past MAX_CLIPS) changes nothing in it.
+    let Some(named) = incident.clips.iter_mut().find(|c| c.id == id) else {
+        return Ok(None);
+    };
+    *named = reference(&clip);
     store_incident(tx, &incident)?;
     Ok(Some(EventBody::Incident {
         change: IncidentChange::EvidenceAdded,
@@ -282,5 +290,70 @@ fn reference(clip: &ClipRecord) -> ClipRef {
         to: clip.to,
         state: clip.state,
         reason: clip.reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_protocol::{IncidentState, Severity};
+
+    use super::*;
+
+    #[test]
+    fn an_incident_names_its_first_and_latest_clips_and_the_rest_stay_linked() -> anyhow::Result<()>
+    {
+        let folder = tempfile::tempdir()?;
+        let mut connection = super::super::open_for_writing(&folder.path().join("j.db"), false)?;
+        let tx = connection.transaction()?;
+        tx.execute(
+            "INSERT INTO incidents (state, opened_at, body) VALUES ('open', 0, '{}')",
+            [],
+        )?;
+        let mut incident = Incident {
+            id: tx.last_insert_rowid() as u64,
+            rule: "intrusion".parse()?,
+            title: "Intrusion".into(),
+            severity: Severity::High,
+            zone: None,
+            state: IncidentState::Open,
+            opened_at: Timestamp::UNIX_EPOCH,
+            evidence: Vec::new(),
+            escalations: 0,
+            acknowledged: None,
+            resolved: None,
+            clips: Vec::new(),
+        };
+        let camera: DeviceId = "cam.lobby".parse()?;
+        let mut ids = Vec::new();
+        for second in 0..(MAX_CLIPS as i64 + 5) {
+            let at = Timestamp::from_second(second)?;
+            ids.push(insert(&tx, "intrusion", &camera, (at, at, at), at)?.id);
+            attach(&tx, &mut incident, at)?;
+        }
+        store_incident(&tx, &incident)?;
+        let named: Vec<u64> = incident.clips.iter().map(|c| c.id).collect();
+        assert_eq!(named.len(), MAX_CLIPS);
+        assert_eq!(named[0], ids[0]);
+        assert_eq!(named[1..], ids[6..]);
+
+        // A clip it no longer names finishes without an incident event; one it names updates.
+        let ready = ClipOutcome::Ready {
+            file: "x.mp4".into(),
+            snapshot: None,
+            bytes: 1,
+            duration_ms: 1,
+        };
+        assert_eq!(finish(&tx, ids[1], &ready)?, None);
+        assert_eq!(
+            get(&tx, ids[1])?.and_then(|c| c.incident),
+            Some(incident.id)
+        );
+        let event = finish(&tx, ids[0], &ready)?;
+        let Some(EventBody::Incident { incident, .. }) = event else {
+            anyhow::bail!("no incident event: {event:?}");
+        };
+        assert_eq!(incident.clips[0].state, ClipState::Ready);
+        assert_eq!(incident.clips.len(), MAX_CLIPS);
+        Ok(())
     }
 }
