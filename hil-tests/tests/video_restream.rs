@@ -18,8 +18,8 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use gatehouse_edge::video::restream::{
-    DiscoveredUrl, RestreamMode, RestreamSettings, RestreamSource, Restreamer, STALL_TIMEOUT,
-    StreamUrl,
+    DiscoveredUrl, RestreamMode, RestreamSettings, RestreamSource, Restreamer, RtspAuth,
+    STALL_TIMEOUT, StreamUrl,
 };
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
 use gatehouse_protocol::DeviceId;
@@ -32,6 +32,7 @@ fn settings() -> RestreamSettings {
         listen: ([127, 0, 0, 1], 0).into(),
         user: USER.to_owned(),
         password: PASSWORD.to_owned(),
+        auth: RtspAuth::Digest,
     }
 }
 
@@ -145,53 +146,114 @@ fn parse_discovered(text: &str) -> anyhow::Result<Discovered> {
     })
 }
 
-/// Sends one RTSP DESCRIBE for `camera` and returns the answer's status code and how long it
-/// took.
+/// Sends an RTSP DESCRIBE for `camera` and returns the answer's status code and how long it
+/// took. With credentials it answers the server's challenge on the same connection, as
+/// players do: Digest (RFC 2617, no `qop`, as gstreamer-rtsp-server asks) or Basic.
 fn describe(
     restreamer: &Restreamer,
     camera: &str,
     credentials: Option<(&str, &str)>,
 ) -> anyhow::Result<(u16, Duration)> {
     let started = Instant::now();
-    let mut stream = TcpStream::connect(("127.0.0.1", restreamer.port()))?;
+    let stream = TcpStream::connect(("127.0.0.1", restreamer.port()))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let authorization = credentials.map_or_else(String::new, |(user, password)| {
-        format!(
-            "Authorization: Basic {}\r\n",
-            base64(format!("{user}:{password}").as_bytes())
+    let mut answers = BufReader::new(stream.try_clone()?);
+    let mut requests = stream;
+    let url = restreamer.url(&camera_id(camera));
+    let mut send = |cseq: u32, authorization: &str| {
+        write!(
+            requests,
+            "DESCRIBE {url} RTSP/1.0\r\nCSeq: {cseq}\r\nAccept: application/sdp\r\n{authorization}\r\n"
         )
-    });
+    };
+    send(1, "")?;
+    let (code, challenges) = read_answer(&mut answers)?;
+    let Some((user, password)) = credentials.filter(|_| code == 401) else {
+        return Ok((code, started.elapsed()));
+    };
+    let challenge = challenges.first().context("401 without a challenge")?;
+    let authorization = if let Some(digest) = challenge.strip_prefix("Digest ") {
+        let field = |name: &str| {
+            digest.split(',').find_map(|part| {
+                let (key, value) = part.trim().split_once('=')?;
+                (key == name).then(|| value.trim_matches('"').to_owned())
+            })
+        };
+        ensure!(field("qop").is_none(), "a qop challenge: {challenge}");
+        let realm = field("realm").context("no realm")?;
+        let nonce = field("nonce").context("no nonce")?;
+        let secret = md5_hex(&format!("{user}:{realm}:{password}"));
+        let request = md5_hex(&format!("DESCRIBE:{url}"));
+        let response = md5_hex(&format!("{secret}:{nonce}:{request}"));
+        format!(
+            "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", \
+             uri=\"{url}\", response=\"{response}\"\r\n"
+        )
+    } else {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Authorization: Basic {token}\r\n")
+    };
+    send(2, &authorization)?;
+    let (code, _) = read_answer(&mut answers)?;
+    Ok((code, started.elapsed()))
+}
+
+/// The schemes a server asks a client without credentials for (its `WWW-Authenticate`
+/// headers).
+fn challenges(restreamer: &Restreamer, camera: &str) -> anyhow::Result<Vec<String>> {
+    let stream = TcpStream::connect(("127.0.0.1", restreamer.port()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut answers = BufReader::new(stream.try_clone()?);
+    let mut requests = stream;
     write!(
-        stream,
-        "DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n{authorization}\r\n",
+        requests,
+        "DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\n\r\n",
         restreamer.url(&camera_id(camera))
     )?;
+    let (code, challenges) = read_answer(&mut answers)?;
+    ensure!(code == 401, "DESCRIBE without credentials got {code}");
+    Ok(challenges)
+}
+
+/// Reads one RTSP answer: its status code and its `WWW-Authenticate` headers (the body, if
+/// any, is skipped so that the connection can carry the next request).
+fn read_answer(answers: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, Vec<String>)> {
     let mut status_line = String::new();
-    BufReader::new(stream).read_line(&mut status_line)?;
+    answers.read_line(&mut status_line)?;
     let code = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("not an RTSP answer: {status_line:?}"))?;
-    Ok((code, started.elapsed()))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let group = chunk.iter().enumerate().fold(0_u32, |group, (i, byte)| {
-            group | u32::from(*byte) << (16 - 8 * i)
-        });
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(group >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
+    let mut challenges = Vec::new();
+    let mut body = 0;
+    loop {
+        let mut line = String::new();
+        answers.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            bail!("not an RTSP header: {line:?}");
+        };
+        if name.eq_ignore_ascii_case("WWW-Authenticate") {
+            challenges.push(value.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("Content-Length") {
+            body = value.trim().parse()?;
         }
     }
-    out
+    std::io::copy(&mut answers.take(body), &mut std::io::sink())?;
+    Ok((code, challenges))
+}
+
+fn md5_hex(text: &str) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Waits until the restreamer has released every camera.
@@ -308,6 +370,12 @@ fn clients_without_the_right_password_are_unauthorized() -> anyhow::Result<()> {
         &settings(),
         &[source("cam.lobby", &camera, RestreamMode::Passthrough)],
     )?;
+    // Digest only: the password never crosses the LAN, and no client can choose Basic.
+    let offered = challenges(&restreamer, "cam.lobby")?;
+    ensure!(
+        offered.len() == 1 && offered[0].starts_with("Digest ") && offered[0].contains("nonce="),
+        "challenges: {offered:?}"
+    );
     for credentials in [None, Some((USER, "wrong")), Some(("admin", PASSWORD))] {
         let (status, _) = describe(&restreamer, "cam.lobby", credentials)?;
         assert_eq!(status, 401, "{credentials:?}");
@@ -329,6 +397,30 @@ fn clients_without_the_right_password_are_unauthorized() -> anyhow::Result<()> {
         restreamer.cameras_pulled().is_empty(),
         "an unauthorized client made the camera be pulled"
     );
+    Ok(())
+}
+
+#[test]
+fn a_site_that_asks_for_basic_gets_basic_only() -> anyhow::Result<()> {
+    init_logs();
+    let camera = TestCamera::start(CameraOptions::default())?;
+    let basic = RestreamSettings {
+        auth: RtspAuth::Basic,
+        ..settings()
+    };
+    let restreamer = Restreamer::start(
+        &basic,
+        &[source("cam.lobby", &camera, RestreamMode::Passthrough)],
+    )?;
+    let offered = challenges(&restreamer, "cam.lobby")?;
+    ensure!(
+        offered.len() == 1 && offered[0].starts_with("Basic "),
+        "challenges: {offered:?}"
+    );
+    let (status, _) = describe(&restreamer, "cam.lobby", Some((USER, "wrong")))?;
+    assert_eq!(status, 401);
+    let seen = discover(&url_with(&restreamer, "cam.lobby", USER, PASSWORD))?;
+    assert_eq!((seen.width, seen.height), (320, 240), "{seen:?}");
     Ok(())
 }
 

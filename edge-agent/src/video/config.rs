@@ -67,17 +67,32 @@ pub struct VideoConfig {
 #[serde(deny_unknown_fields)]
 pub struct RestreamConfig {
     pub listen: SocketAddr,
-    /// The user clients authenticate as (RTSP basic authentication: an NVR keeps it in its
-    /// own config, so it is stable, unlike the API's signed URLs).
+    /// The user clients authenticate as (an NVR keeps it in its own config, so it is stable,
+    /// unlike the API's signed URLs).
     pub username: String,
     /// A file holding that user's password (never logged).
     pub password_file: Spanned<PathBuf>,
+    /// How clients prove the password: `digest` (the default; it never crosses the LAN) or
+    /// `basic` (in clear, for a client that knows nothing else).
+    #[serde(default)]
+    pub auth: RtspAuth,
     /// Cameras with `restream = "transcode"` are served as H.264 of this height...
     #[serde(default = "default_transcode_height")]
     pub transcode_height: u32,
     /// ...at this bitrate.
     #[serde(default = "default_transcode_bitrate_kbps")]
     pub transcode_bitrate_kbps: u32,
+}
+
+/// The RTSP authentication scheme the re-streaming server asks clients for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspAuth {
+    /// RFC 2617 Digest: the client proves the password with a hash of it and a nonce.
+    #[default]
+    Digest,
+    /// Basic: the password in base64, readable by anyone on the LAN.
+    Basic,
 }
 
 /// How a camera is re-streamed.
@@ -462,6 +477,25 @@ mod source_tests {
         assert_eq!(config.video.cameras.len(), 2);
         assert!(config.video.restream.is_some());
         assert_eq!(config.video.rule_points().len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn restream_auth_is_digest_unless_basic_is_asked_for_and_nothing_else() -> anyhow::Result<()> {
+        let restream = "[video.restream]\nlisten = \"0.0.0.0:8554\"\nusername = \"nvr\"\npassword_file = \"/p\"\n";
+        let auth = |extra: &str| -> anyhow::Result<_> {
+            let config = Config::parse(&format!("{BASE}{restream}{extra}"))
+                .map_err(|p| anyhow::anyhow!("{p:?}"))?;
+            Ok(config.video.restream.map(|r| r.auth))
+        };
+        assert_eq!(auth("")?, Some(super::RtspAuth::Digest));
+        assert_eq!(auth("auth = \"basic\"\n")?, Some(super::RtspAuth::Basic));
+        // BASE is 9 lines: `auth` is line 14.
+        let found = messages(&format!("{restream}auth = \"ntlm\"\n"));
+        assert_problems(
+            &found,
+            &[(14, "unknown variant `ntlm`, expected `digest` or `basic`")],
+        );
         Ok(())
     }
 

@@ -49,10 +49,11 @@
 //!
 //! # Authentication
 //!
-//! Deny by default: every request needs RTSP Basic authentication with
-//! [`RestreamSettings::user`] and [`RestreamSettings::password`] (stable credentials, as NVR
-//! configurations need); there is no anonymous access and no per-camera permission. Basic sends
-//! the password in clear on the LAN: RTSP over TLS and Digest are not offered.
+//! Deny by default: every request needs RTSP authentication as [`RestreamSettings::user`] with
+//! [`RestreamSettings::password`] (stable credentials, as NVR configurations need); there is
+//! no anonymous access and no per-camera permission. The scheme is Digest unless the site
+//! asks for Basic ([`RtspAuth`]), never both. RTSP over TLS is not offered, so the stream
+//! itself crosses the LAN in clear.
 //!
 //! # Failures
 //!
@@ -94,6 +95,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use super::config::RtspAuth;
 use gatehouse_protocol::DeviceId;
 use gstreamer as gst;
 use gstreamer::{glib, prelude::*};
@@ -137,6 +139,7 @@ pub struct RestreamSettings {
     /// The one user RTSP clients authenticate as.
     pub user: String,
     pub password: String,
+    pub auth: RtspAuth,
 }
 
 impl fmt::Debug for RestreamSettings {
@@ -145,6 +148,7 @@ impl fmt::Debug for RestreamSettings {
             .field("listen", &self.listen)
             .field("user", &self.user)
             .field("password", &"***")
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -453,10 +457,21 @@ fn serve(
     let token = rtsp::RTSPToken::builder()
         .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, VIEWER_ROLE)
         .build();
-    auth.add_basic(
-        rtsp::RTSPAuth::make_basic(&settings.user, &settings.password).as_str(),
-        &token,
-    );
+    // One scheme only: a server offering Basic beside Digest lets a client (or a man in the
+    // middle rewriting the challenge) pick the one that sends the password in clear.
+    match settings.auth {
+        RtspAuth::Digest => {
+            auth.set_supported_methods(rtsp::gst_rtsp::RTSPAuthMethod::Digest);
+            auth.add_digest(&settings.user, &settings.password, &token);
+        }
+        RtspAuth::Basic => {
+            auth.set_supported_methods(rtsp::gst_rtsp::RTSPAuthMethod::Basic);
+            auth.add_basic(
+                rtsp::RTSPAuth::make_basic(&settings.user, &settings.password).as_str(),
+                &token,
+            );
+        }
+    }
     server.set_auth(Some(&auth));
     let Some(mounts) = server.mount_points() else {
         let _ = ready.send(Err(listen_error(
@@ -1431,7 +1446,7 @@ fn validate(
     }
     if settings.user.contains(':') {
         problems.push(format!(
-            "the RTSP user {:?} contains ':', which Basic authentication cannot carry",
+            "the RTSP user {:?} contains ':', which RTSP authentication cannot carry",
             settings.user
         ));
     }
@@ -1551,6 +1566,7 @@ mod tests {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             user: "nvr".to_owned(),
             password: "secret".to_owned(),
+            auth: RtspAuth::Digest,
         }
     }
 

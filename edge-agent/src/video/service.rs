@@ -427,6 +427,7 @@ pub fn start_restream(
         listen: restream.listen,
         user: restream.username.clone(),
         password,
+        auth: restream.auth,
     };
     let restreamer = Restreamer::start(&settings, &sources)
         .map_err(|error| VideoError::GStreamer(error.to_string()))?;

@@ -27,7 +27,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use gatehouse_edge::video::restream::{
-    RestreamMode, RestreamSettings, RestreamSource, Restreamer, StreamUrl,
+    RestreamMode, RestreamSettings, RestreamSource, Restreamer, RtspAuth, StreamUrl,
 };
 use gatehouse_hil_tests::cpu::cpu_seconds;
 use gatehouse_hil_tests::test_camera::{CameraOptions, TestCamera};
@@ -107,6 +107,7 @@ fn measure(
             listen: ([127, 0, 0, 1], 0).into(),
             user: USER.to_owned(),
             password: PASSWORD.to_owned(),
+            auth: RtspAuth::Digest,
         },
         &[RestreamSource {
             camera: id.clone(),
