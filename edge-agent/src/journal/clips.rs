@@ -125,10 +125,7 @@ pub fn attach(
         )?
         .collect::<Result<Vec<_>, _>>()?;
     for clip in linked {
-        if incident.clips.len() >= MAX_CLIPS {
-            incident.clips.remove(1);
-        }
-        incident.clips.push(reference(&clip));
+        super::push_keeping_first(&mut incident.clips, reference(&clip), MAX_CLIPS);
     }
     Ok(())
 }

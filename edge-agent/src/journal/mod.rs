@@ -207,5 +207,14 @@ pub(crate) fn from_micros(micros: i64) -> Timestamp {
     Timestamp::from_microsecond(micros).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// Appends to a list an incident carries (evidence, clips) that keeps its first item and at
+/// most `max` in all: past that, the oldest but the first makes room.
+pub(crate) fn push_keeping_first<T>(list: &mut Vec<T>, item: T, max: usize) {
+    if list.len() >= max {
+        list.remove(1);
+    }
+    list.push(item);
+}
+
 #[cfg(test)]
 mod tests;

@@ -275,10 +275,7 @@ impl RuleDriver {
         let (incident, change) = match open {
             Some(mut incident) => {
                 for evidence in raise.evidence() {
-                    if incident.evidence.len() >= MAX_EVIDENCE {
-                        incident.evidence.remove(1);
-                    }
-                    incident.evidence.push(evidence);
+                    super::push_keeping_first(&mut incident.evidence, evidence, MAX_EVIDENCE);
                 }
                 attach_clips(tx, &mut incident, raise)?;
                 store_incident(tx, &incident)?;
